@@ -1,0 +1,313 @@
+"""The daemon's configuration: one TOML file, validated once into typed objects.
+
+Nothing else in the daemon reads raw dicts. Unknown keys are errors, and every
+problem in a file is reported at once with its key path.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Literal, Self
+from urllib.parse import parse_qs, urlsplit
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
+
+DeviceId = Annotated[
+    str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+]  # safe in MQTT topics and file names
+
+
+class ConfigError(Exception):
+    """A config file is unreadable or invalid; `problems` lists every one."""
+
+    def __init__(self, path: Path, problems: Sequence[str]) -> None:
+        self.path = path
+        self.problems = list(problems)
+        super().__init__(f"{path}: " + "; ".join(self.problems))
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PodConfig(_Section):
+    id: DeviceId
+
+
+class MqttConfig(_Section):
+    url: str = "mqtt://127.0.0.1:1883"
+    username: str | None = None
+    password_file: Path | None = None
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    topic_prefix: str = "megapod/v1"
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+    snapshot_s: float = Field(default=30.0, gt=0, le=3600)
+    # Store-and-forward for events while the broker is away; beyond this the
+    # oldest are spilled to the state dir, never dropped.
+    queue_max_events: int = Field(default=10_000, ge=100)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts"):
+            raise ValueError(f"scheme must be mqtt:// or mqtts://, got {url!r}")
+        if not parts.hostname:
+            raise ValueError(f"no host in {url!r}")
+        try:
+            _ = parts.port
+        except ValueError as exc:
+            raise ValueError(f"bad port in {url!r}") from exc
+        return url
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _check_prefix(cls, prefix: str) -> str:
+        if (
+            not prefix
+            or prefix.startswith("/")
+            or prefix.endswith("/")
+            or any(c in prefix for c in "+#")
+        ):
+            raise ValueError(f"topic_prefix must be a plain topic path, got {prefix!r}")
+        return prefix
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or ""  # the validator made sure there is one
+
+    @property
+    def port(self) -> int:
+        parts = urlsplit(self.url)
+        return parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+
+    @property
+    def tls(self) -> bool:
+        return urlsplit(self.url).scheme == "mqtts"
+
+
+class ApiConfig(_Section):
+    socket: Path = Path("/run/megapodd/megapodd.sock")
+    reader_group: str = "megapod"
+    admin_group: str = "megapod-admin"
+
+
+class StateConfig(_Section):
+    dir: Path = Path("/var/lib/megapodd")
+
+
+class ControlConfig(_Section):
+    tick_s: float = Field(default=0.1, gt=0.0, le=5.0)
+
+
+class ModbusTcpUrl(_Section):
+    host: str
+    port: int
+
+
+class ModbusRtuUrl(_Section):
+    device: str
+    baud: int
+    parity: Literal["N", "E", "O"]
+
+
+def parse_modbus_url(url: str) -> ModbusTcpUrl | ModbusRtuUrl:
+    """`modbus+tcp://host:port` or `modbus+rtu:///dev/ttyX?baud=19200&parity=E`."""
+    parts = urlsplit(url)
+    if parts.scheme == "modbus+tcp":
+        if not parts.hostname:
+            raise ValueError(f"no host in {url!r}")
+        try:
+            port = parts.port or 502
+        except ValueError as exc:
+            raise ValueError(f"bad port in {url!r}") from exc
+        return ModbusTcpUrl(host=parts.hostname, port=port)
+    if parts.scheme == "modbus+rtu":
+        if not parts.path.startswith("/"):
+            raise ValueError(f"no device path in {url!r}")
+        query = parse_qs(parts.query, strict_parsing=False)
+        unknown = set(query) - {"baud", "parity"}
+        if unknown:
+            raise ValueError(f"unknown parameter(s) {sorted(unknown)} in {url!r}")
+        baud_text = query.get("baud", ["19200"])[-1]
+        if not baud_text.isdigit():
+            raise ValueError(f"baud must be a number in {url!r}")
+        parity = query.get("parity", ["E"])[-1].upper()
+        if parity not in ("N", "E", "O"):
+            raise ValueError(f"parity must be N, E or O in {url!r}")
+        return ModbusRtuUrl(device=parts.path, baud=int(baud_text), parity=parity)  # type: ignore[arg-type]  # checked above
+    raise ValueError(f"scheme must be modbus+tcp:// or modbus+rtu://, got {url!r}")
+
+
+class CduConfig(_Section):
+    id: DeviceId
+    url: str
+    unit: int = Field(default=1, ge=0, le=247)
+    poll_s: float = Field(default=0.25, ge=0.05, le=60)
+    timeout_s: float = Field(default=1.0, gt=0, le=30)
+    retries: int = Field(default=1, ge=0, le=5)
+    stale_after_s: float | None = Field(default=None, gt=0)
+    # The CDU falls back to its failsafe speed if no heartbeat arrives in this time.
+    watchdog_timeout_s: int = Field(default=10, ge=1, le=600)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, url: str) -> str:
+        parse_modbus_url(url)
+        return url
+
+
+class PduConfig(_Section):
+    id: DeviceId
+    host: str
+    port: int = Field(default=161, ge=1, le=65535)
+    version: Literal["2c", "3"] = "2c"
+    community: str = "public"
+    write_community: str = "private"
+    user: str | None = None
+    auth_key_file: Path | None = None
+    priv_key_file: Path | None = None
+    auth_protocol: Literal["SHA", "SHA-256"] = "SHA"
+    outlets: int = Field(default=24, ge=1, le=96)
+    rack: int = Field(ge=1)
+    fast_poll_s: float = Field(default=1.0, ge=0.1, le=60)
+    slow_poll_s: float = Field(default=10.0, ge=0.5, le=600)
+    timeout_s: float = Field(default=1.0, gt=0, le=30)
+    retries: int = Field(default=1, ge=0, le=5)
+
+    @model_validator(mode="after")
+    def _v3_needs_user(self) -> Self:
+        if self.version == "3":
+            missing = [
+                name
+                for name in ("user", "auth_key_file", "priv_key_file")
+                if getattr(self, name) is None
+            ]
+            if missing:
+                raise ValueError(f"version 3 needs {', '.join(missing)}")
+        return self
+
+
+class BmcConfig(_Section):
+    id: DeviceId
+    port: str
+    baud: int = Field(default=115200, gt=0)
+    rack: int = Field(ge=1)
+    pdu: DeviceId | None = None
+    outlet: int | None = Field(default=None, ge=1, le=96)
+    poll_s: float = Field(default=2.0, ge=0.2, le=60)
+    timeout_s: float = Field(default=1.0, gt=0, le=30)
+    retries: int = Field(default=2, ge=0, le=5)
+
+    @field_validator("port")
+    @classmethod
+    def _check_port(cls, port: str) -> str:
+        if port.startswith("socket://"):
+            parts = urlsplit(port)
+            try:
+                ok = bool(parts.hostname) and parts.port is not None
+            except ValueError:
+                ok = False
+            if not ok:
+                raise ValueError(f"expected socket://host:port, got {port!r}")
+        elif not port.startswith("/"):
+            raise ValueError(f"expected a device path or socket://host:port, got {port!r}")
+        return port
+
+
+class Config(_Section):
+    pod: PodConfig
+    mqtt: MqttConfig = MqttConfig()
+    api: ApiConfig = ApiConfig()
+    state: StateConfig = StateConfig()
+    control: ControlConfig = ControlConfig()
+    cdu: list[CduConfig] = []
+    pdu: list[PduConfig] = []
+    bmc: list[BmcConfig] = []
+
+
+def _cross_check(data: dict[str, object]) -> list[str]:
+    """Checks across sections, run on the raw data so they are reported even
+    when other fields are invalid (every problem at once)."""
+    problems: list[str] = []
+    seen: dict[str, str] = {}
+    pdu_outlets: dict[str, object] = {}
+    for kind in ("cdu", "pdu", "bmc"):
+        devices = data.get(kind)
+        if not isinstance(devices, list):
+            continue
+        for index, device in enumerate(devices):
+            if not isinstance(device, dict) or not isinstance(device.get("id"), str):
+                continue
+            device_id = device["id"]
+            where = f"{kind}.{index}.id"
+            if device_id in seen:
+                first = seen[device_id]
+                problems.append(f"{where}: duplicate device id {device_id!r} (also {first})")
+            else:
+                seen[device_id] = where
+            if kind == "pdu":
+                pdu_outlets[device_id] = device.get("outlets", 24)
+    bmcs = data.get("bmc")
+    for index, bmc in enumerate(bmcs if isinstance(bmcs, list) else []):
+        if not isinstance(bmc, dict) or "pdu" not in bmc:
+            continue
+        if bmc["pdu"] not in pdu_outlets:
+            problems.append(f"bmc.{index}.pdu: no [[pdu]] with id {bmc['pdu']!r}")
+            continue
+        outlets, outlet = pdu_outlets[bmc["pdu"]], bmc.get("outlet")
+        if isinstance(outlet, int) and isinstance(outlets, int) and outlet > outlets:
+            problems.append(
+                f"bmc.{index}.outlet: {outlet} exceeds {bmc['pdu']!r}'s {outlets} outlets"
+            )
+    return problems
+
+
+def _format_error(error: ErrorDetails) -> list[str]:
+    loc = ".".join(str(part) for part in error["loc"])
+    message = str(error["msg"])
+    if error["type"] == "extra_forbidden":
+        message = "unknown key"
+    elif message.startswith("Value error, "):
+        message = message.removeprefix("Value error, ")
+    return [f"{loc}: {message}" if loc else message]
+
+
+def parse_config(data: dict[str, object], path: Path) -> Config:
+    problems: list[str] = []
+    config: Config | None = None
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        for error in exc.errors():
+            problems.extend(_format_error(error))
+    problems.extend(_cross_check(data))
+    if problems or config is None:
+        raise ConfigError(path, problems)
+    return config
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate a config file; raise ConfigError listing every problem."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(path, [f"cannot read: {exc.strerror}"]) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, [f"not valid TOML: {exc}"]) from None
+    return parse_config(data, path)

@@ -1,0 +1,132 @@
+"""PointStore: the latest value of every point of every device.
+
+Supervisors write into it; the MQTT publisher, the local API and (later) the
+safety engine read from it and are told of changes through listeners. Listeners
+are plain callbacks run synchronously: they must only record what changed and
+wake their own task, so a slow consumer can never hold up polling.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+
+from drivers.base import Point, PointValue, Quality
+
+
+class DeviceState(enum.StrEnum):
+    ONLINE = "online"  # the last poll of every group succeeded
+    STALE = "stale"  # reachable, but some reading failed and data is aging
+    OFFLINE = "offline"  # no link, or failures beyond the supervisor's threshold
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPoint:
+    value: PointValue
+    unit: str
+    quality: Quality
+    ts: float  # wall clock (epoch s) of the reading, for people and subscribers
+    mono_s: float  # loop clock of the last good reading, for staleness
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "value": self.value,
+            "unit": self.unit,
+            "quality": self.quality.value,
+            "ts": self.ts,
+        }
+
+
+@dataclass(slots=True)
+class DeviceRecord:
+    id: str
+    kind: str
+    state: DeviceState = DeviceState.OFFLINE
+    reason: str = "not yet polled"
+    points: dict[str, StoredPoint] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "state": self.state.value,
+            "reason": self.reason,
+            "points": {name: p.as_json() for name, p in sorted(self.points.items())},
+        }
+
+
+# Called with the device id and the names of the points (or state) that changed.
+ChangeListener = Callable[[str, frozenset[str]], None]
+
+
+class PointStore:
+    def __init__(self) -> None:
+        self._devices: dict[str, DeviceRecord] = {}
+        self._listeners: list[ChangeListener] = []
+
+    def add_device(self, device_id: str, kind: str) -> None:
+        if device_id in self._devices:
+            raise ValueError(f"device {device_id!r} is already registered")
+        self._devices[device_id] = DeviceRecord(id=device_id, kind=kind)
+
+    def add_listener(self, listener: ChangeListener) -> None:
+        self._listeners.append(listener)
+
+    def device(self, device_id: str) -> DeviceRecord:
+        return self._devices[device_id]
+
+    def devices(self) -> Iterable[DeviceRecord]:
+        return self._devices.values()
+
+    def get(self, device_id: str, point: str) -> StoredPoint | None:
+        return self._devices[device_id].points.get(point)
+
+    def update(
+        self, device_id: str, readings: Mapping[str, Point], ts: float, mono_s: float
+    ) -> None:
+        """Record a group's readings; a bad reading keeps the last good one's mono_s."""
+        record = self._devices[device_id]
+        changed: set[str] = set()
+        for name, reading in readings.items():
+            old = record.points.get(name)
+            last_good = (
+                mono_s
+                if reading.quality is Quality.GOOD
+                else (old.mono_s if old is not None else float("-inf"))
+            )
+            new = StoredPoint(reading.value, reading.unit, reading.quality, ts, last_good)
+            record.points[name] = new
+            if old is None or old.value != new.value or old.quality != new.quality:
+                changed.add(name)
+        if changed:
+            self._notify(device_id, frozenset(changed))
+
+    def mark_stale(
+        self, device_id: str, names: Iterable[str], now_mono_s: float, stale_after_s: float
+    ) -> None:
+        """Points with no good reading for stale_after_s become STALE (invariant 2)."""
+        record = self._devices[device_id]
+        changed: set[str] = set()
+        for name in names:
+            point = record.points.get(name)
+            if point is None or point.quality is Quality.STALE:
+                continue
+            if now_mono_s - point.mono_s >= stale_after_s:
+                record.points[name] = replace(point, quality=Quality.STALE)
+                changed.add(name)
+        if changed:
+            self._notify(device_id, frozenset(changed))
+
+    def set_state(self, device_id: str, state: DeviceState, reason: str) -> DeviceState:
+        """Set a device's state; returns the previous one."""
+        record = self._devices[device_id]
+        previous = record.state
+        record.state, record.reason = state, reason
+        if previous is not state:
+            self._notify(device_id, frozenset({"state"}))
+        return previous
+
+    def _notify(self, device_id: str, names: frozenset[str]) -> None:
+        for listener in self._listeners:
+            listener(device_id, names)

@@ -1,0 +1,220 @@
+"""One supervisor per device: poll schedule, timeouts, backoff, device state.
+
+The supervisor is the only caller of its driver's read path. It keeps the
+PointStore's view of the device honest: points age to STALE when no good
+reading arrives for their stale_after, and the device's state says whether the
+daemon can currently hear it. Errors are handled by their type:
+TransportError -> retry and reconnect with backoff; DeviceError -> report,
+keep the link; ConfigurationError -> give up and say why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+import structlog
+
+from drivers.base import DeviceDriver, Point, PollGroup
+from drivers.errors import ConfigurationError, DeviceError, DriverError, TransportError
+from megapodd.backoff import Backoff
+from megapodd.events import EventBus, Severity
+from megapodd.store import DeviceState, PointStore
+
+log = structlog.get_logger("megapodd.supervisor")
+
+# Hook run with the driver right after each (re)connect, before polling starts:
+# e.g. the CDU's watchdog timeout is written here.
+OnConnect = Callable[[DeviceDriver], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisorSettings:
+    timeout_s: float = 1.0
+    # Consecutive failed polls after which a connected device counts as offline.
+    offline_after_failures: int = 2
+    # A point with no good reading for this many of its group's periods is stale.
+    stale_periods: float = 3.0
+    reconnect_initial_s: float = 0.5
+    # Low enough that a device that comes back is seen within a few seconds.
+    reconnect_max_s: float = 3.0
+
+
+@dataclass(slots=True)
+class _GroupSchedule:
+    group: PollGroup
+    due_s: float
+    points: frozenset[str] = frozenset()
+    failures: int = 0
+
+
+class DeviceSupervisor:
+    def __init__(
+        self,
+        device_id: str,
+        driver: DeviceDriver,
+        store: PointStore,
+        events: EventBus,
+        settings: SupervisorSettings | None = None,
+        on_connect: OnConnect | None = None,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.device_id = device_id
+        self.driver = driver
+        self._store = store
+        self._events = events
+        self._settings = settings or SupervisorSettings()
+        self._on_connect = on_connect
+        self._wall_clock = wall_clock
+        self._backoff = Backoff(
+            initial_s=self._settings.reconnect_initial_s, max_s=self._settings.reconnect_max_s
+        )
+        self._schedules = [_GroupSchedule(g, 0.0) for g in driver.poll_groups()]
+        self._wake = asyncio.Event()
+        self._failure_streak = 0
+        self.polls_ok = 0
+        self.polls_failed = 0
+        store.add_device(device_id, driver.kind)
+
+    def poll_now(self) -> None:
+        """Read every group at once (after a command, to confirm it quickly)."""
+        for schedule in self._schedules:
+            schedule.due_s = 0.0
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Supervise forever; returns only if the configuration is hopeless."""
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                try:
+                    await self._connect()
+                except ConfigurationError as exc:
+                    self._go_offline(f"configuration error: {exc}", Severity.ALARM)
+                    return
+                except DriverError as exc:
+                    self._go_offline(f"connect failed: {exc}", Severity.WARNING)
+                    await self._sleep_with_staleness(self._backoff.next_delay_s())
+                    continue
+                try:
+                    await self._poll_until_lost(loop)
+                except ConfigurationError as exc:
+                    self._go_offline(f"configuration error: {exc}", Severity.ALARM)
+                    return
+                except TransportError as exc:
+                    self._go_offline(f"link lost: {exc}", Severity.WARNING)
+                await self.driver.close()
+                await self._sleep_with_staleness(self._backoff.next_delay_s())
+        finally:
+            await self.driver.close()
+
+    async def _connect(self) -> None:
+        async with asyncio.timeout(self._settings.timeout_s * 2):
+            await self.driver.connect()
+            if self._on_connect is not None:
+                await self._on_connect(self.driver)
+
+    async def _poll_until_lost(self, loop: asyncio.AbstractEventLoop) -> None:
+        now = loop.time()
+        for schedule in self._schedules:
+            schedule.due_s = now
+        while True:
+            now = loop.time()
+            for schedule in self._schedules:
+                if schedule.due_s <= now:
+                    schedule.due_s = max(schedule.due_s + schedule.group.period_s, now)
+                    await self._poll_group(schedule, loop)
+            self._refresh_staleness(loop.time())
+            next_due = min(s.due_s for s in self._schedules)
+            self._wake.clear()
+            delay = next_due - loop.time()
+            if delay > 0:
+                try:
+                    async with asyncio.timeout(delay):
+                        await self._wake.wait()
+                except TimeoutError:
+                    pass
+
+    async def _poll_group(self, schedule: _GroupSchedule, loop: asyncio.AbstractEventLoop) -> None:
+        name = schedule.group.name
+        try:
+            async with asyncio.timeout(self._settings.timeout_s * 3):
+                readings = await self.driver.read_group(name)
+        except TimeoutError as exc:
+            self._poll_failed(schedule, f"group {name!r} timed out")
+            if self._failure_streak >= self._settings.offline_after_failures:
+                raise TransportError(f"group {name!r} timed out") from exc
+            return
+        except TransportError as exc:
+            self._poll_failed(schedule, f"group {name!r}: {exc}")
+            if self._failure_streak >= self._settings.offline_after_failures:
+                raise
+            return
+        except DeviceError as exc:
+            # The device answered; the link is fine. Its points of this group age out.
+            self._poll_failed(schedule, f"group {name!r}: device refused: {exc}")
+            self._events.emit(
+                "device_error",
+                Severity.WARNING,
+                self.device_id,
+                f"{self.device_id} refused reading {name!r}: {exc}",
+                {"group": name, "code": exc.code},
+            )
+            self._failure_streak = 0  # a refusal is not a lost link
+            return
+        self._poll_succeeded(schedule, readings, loop.time())
+
+    def _poll_succeeded(
+        self, schedule: _GroupSchedule, readings: Mapping[str, Point], now_s: float
+    ) -> None:
+        self.polls_ok += 1
+        schedule.failures = 0
+        schedule.points = schedule.points | frozenset(readings)
+        self._failure_streak = 0
+        self._backoff.reset()
+        self._store.update(self.device_id, readings, self._wall_clock(), now_s)
+        if all(s.failures == 0 for s in self._schedules):
+            self._set_state(DeviceState.ONLINE, "polling", Severity.INFO)
+
+    def _poll_failed(self, schedule: _GroupSchedule, reason: str) -> None:
+        self.polls_failed += 1
+        schedule.failures += 1
+        self._failure_streak += 1
+        level = log.warning if schedule.failures == 1 else log.debug
+        level("poll_failed", device=self.device_id, reason=reason, streak=schedule.failures)
+        if self._store.device(self.device_id).state is DeviceState.ONLINE:
+            self._set_state(DeviceState.STALE, reason, Severity.WARNING)
+
+    def _refresh_staleness(self, now_s: float) -> None:
+        for schedule in self._schedules:
+            self._store.mark_stale(
+                self.device_id,
+                schedule.points,
+                now_s,
+                schedule.group.period_s * self._settings.stale_periods,
+            )
+
+    async def _sleep_with_staleness(self, delay_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + delay_s
+        # Keep ageing points while disconnected so nobody mistakes old data for live.
+        while (remaining := deadline - loop.time()) > 0:
+            await asyncio.sleep(min(remaining, 0.5))
+            self._refresh_staleness(loop.time())
+
+    def _go_offline(self, reason: str, severity: Severity) -> None:
+        self._set_state(DeviceState.OFFLINE, reason, severity)
+
+    def _set_state(self, state: DeviceState, reason: str, severity: Severity) -> None:
+        previous = self._store.set_state(self.device_id, state, reason)
+        if previous is state:
+            return
+        self._events.emit(
+            f"device_{state.value}",
+            severity,
+            self.device_id,
+            f"{self.device_id} is {state.value}: {reason}",
+            {"previous": previous.value, "reason": reason},
+        )
