@@ -212,14 +212,20 @@ class SimulatedCdu:
         server, self._server = self._server, None
         if server is not None:
             server.close()
+        # Closing a connection ends its handler through EOF. Cancelling a
+        # start_server handler instead makes asyncio 3.11 log a CancelledError
+        # from its done-callback, so cancel only what does not end by itself.
         self.drop_connections()
-        tasks = list(self._handlers)
+        handlers = list(self._handlers)
+        if handlers:
+            _, pending = await asyncio.wait(handlers, timeout=1.0)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
         if self._tick_task is not None:
-            tasks.append(self._tick_task)
+            self._tick_task.cancel()
+            await asyncio.gather(self._tick_task, return_exceptions=True)
             self._tick_task = None
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
         if server is not None:
             await server.wait_closed()
 
