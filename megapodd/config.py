@@ -10,7 +10,7 @@ import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Literal, Self
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -22,6 +22,9 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import ErrorDetails
+
+from drivers.errors import ConfigurationError
+from drivers.modbus.url import parse_modbus_url
 
 DeviceId = Annotated[
     str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -113,45 +116,6 @@ class ControlConfig(_Section):
     tick_s: float = Field(default=0.1, gt=0.0, le=5.0)
 
 
-class ModbusTcpUrl(_Section):
-    host: str
-    port: int
-
-
-class ModbusRtuUrl(_Section):
-    device: str
-    baud: int
-    parity: Literal["N", "E", "O"]
-
-
-def parse_modbus_url(url: str) -> ModbusTcpUrl | ModbusRtuUrl:
-    """`modbus+tcp://host:port` or `modbus+rtu:///dev/ttyX?baud=19200&parity=E`."""
-    parts = urlsplit(url)
-    if parts.scheme == "modbus+tcp":
-        if not parts.hostname:
-            raise ValueError(f"no host in {url!r}")
-        try:
-            port = parts.port or 502
-        except ValueError as exc:
-            raise ValueError(f"bad port in {url!r}") from exc
-        return ModbusTcpUrl(host=parts.hostname, port=port)
-    if parts.scheme == "modbus+rtu":
-        if not parts.path.startswith("/"):
-            raise ValueError(f"no device path in {url!r}")
-        query = parse_qs(parts.query, strict_parsing=False)
-        unknown = set(query) - {"baud", "parity"}
-        if unknown:
-            raise ValueError(f"unknown parameter(s) {sorted(unknown)} in {url!r}")
-        baud_text = query.get("baud", ["19200"])[-1]
-        if not baud_text.isdigit():
-            raise ValueError(f"baud must be a number in {url!r}")
-        parity = query.get("parity", ["E"])[-1].upper()
-        if parity not in ("N", "E", "O"):
-            raise ValueError(f"parity must be N, E or O in {url!r}")
-        return ModbusRtuUrl(device=parts.path, baud=int(baud_text), parity=parity)  # type: ignore[arg-type]  # checked above
-    raise ValueError(f"scheme must be modbus+tcp:// or modbus+rtu://, got {url!r}")
-
-
 class CduConfig(_Section):
     id: DeviceId
     url: str
@@ -166,7 +130,10 @@ class CduConfig(_Section):
     @field_validator("url")
     @classmethod
     def _check_url(cls, url: str) -> str:
-        parse_modbus_url(url)
+        try:
+            parse_modbus_url(url)
+        except ConfigurationError as exc:
+            raise ValueError(str(exc)) from None
         return url
 
 

@@ -9,6 +9,7 @@ wake their own task, so a slow consumer can never hold up polling.
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
@@ -56,6 +57,13 @@ class DeviceRecord:
         }
 
 
+def _finite(reading: Point) -> Point:
+    """A NaN or infinite value is no reading at all: keep it out of JSON and logic."""
+    if isinstance(reading.value, float) and not math.isfinite(reading.value):
+        return Point(None, reading.unit, Quality.BAD)
+    return reading
+
+
 # Called with the device id and the names of the points (or state) that changed.
 ChangeListener = Callable[[str, frozenset[str]], None]
 
@@ -88,7 +96,8 @@ class PointStore:
         """Record a group's readings; a bad reading keeps the last good one's mono_s."""
         record = self._devices[device_id]
         changed: set[str] = set()
-        for name, reading in readings.items():
+        for name, raw in readings.items():
+            reading = _finite(raw)
             old = record.points.get(name)
             last_good = (
                 mono_s

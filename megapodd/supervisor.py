@@ -28,6 +28,8 @@ log = structlog.get_logger("megapodd.supervisor")
 # Hook run with the driver right after each (re)connect, before polling starts:
 # e.g. the CDU's watchdog timeout is written here.
 OnConnect = Callable[[DeviceDriver], Awaitable[None]]
+# A write the supervisor runs between polls, on the link it owns.
+Action = Callable[[], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +76,8 @@ class DeviceSupervisor:
         self._schedules = [_GroupSchedule(g, 0.0) for g in driver.poll_groups()]
         self._wake = asyncio.Event()
         self._failure_streak = 0
+        self._actions: dict[str, Action] = {}
+        self._action_failures: dict[str, int] = {}
         self.polls_ok = 0
         self.polls_failed = 0
         store.add_device(device_id, driver.kind)
@@ -83,6 +87,42 @@ class DeviceSupervisor:
         for schedule in self._schedules:
             schedule.due_s = 0.0
         self._wake.set()
+
+    def submit(self, name: str, action: Action) -> None:
+        """Run `action` between polls while connected; a newer one of the same name
+        replaces a pending one (a heartbeat only needs to happen once)."""
+        self._actions[name] = action
+        self._wake.set()
+
+    async def _run_actions(self) -> None:
+        while self._actions:
+            name = next(iter(self._actions))
+            action = self._actions.pop(name)
+            try:
+                async with asyncio.timeout(self._settings.timeout_s * 3):
+                    await action()
+            except (TimeoutError, DriverError) as exc:
+                streak = self._action_failures.get(name, 0) + 1
+                self._action_failures[name] = streak
+                if streak == 1:
+                    self._events.emit(
+                        "device_write_failed",
+                        Severity.WARNING,
+                        self.device_id,
+                        f"{self.device_id}: {name} failed: {exc or type(exc).__name__}",
+                        {"action": name},
+                    )
+                if isinstance(exc, TransportError | TimeoutError):
+                    raise TransportError(f"{name} failed: {exc}") from exc
+            else:
+                if self._action_failures.pop(name, 0):
+                    self._events.emit(
+                        "device_write_recovered",
+                        Severity.INFO,
+                        self.device_id,
+                        f"{self.device_id}: {name} succeeds again",
+                        {"action": name},
+                    )
 
     async def run(self) -> None:
         """Supervise forever; returns only if the configuration is hopeless."""
@@ -121,6 +161,7 @@ class DeviceSupervisor:
         for schedule in self._schedules:
             schedule.due_s = now
         while True:
+            await self._run_actions()
             now = loop.time()
             for schedule in self._schedules:
                 if schedule.due_s <= now:
@@ -130,7 +171,7 @@ class DeviceSupervisor:
             next_due = min(s.due_s for s in self._schedules)
             self._wake.clear()
             delay = next_due - loop.time()
-            if delay > 0:
+            if delay > 0 and not self._actions:
                 try:
                     async with asyncio.timeout(delay):
                         await self._wake.wait()

@@ -1,0 +1,161 @@
+"""Local API: newline-delimited JSON over a Unix socket.
+
+Request:  {"cmd": "status", "args": {...}}
+Response: {"ok": true, "result": ...} or {"ok": false, "error": "..."}
+
+The caller's role comes from the kernel (SO_PEERCRED), never from the request:
+members of the reader group may read; root, the daemon's own user and members
+of the admin group may act.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import grp
+import json
+import os
+import pwd
+import socket
+import struct
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+log = structlog.get_logger("megapodd.api")
+
+MAX_REQUEST_BYTES = 64 * 1024
+
+
+class Role(enum.IntEnum):
+    NONE = 0
+    READER = 1
+    ADMIN = 2
+
+
+class ApiError(Exception):
+    """A request was refused; the message goes back to the caller."""
+
+
+Handler = Callable[[Mapping[str, object], Role], Awaitable[object]]
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    handler: Handler
+    role: Role  # the least role allowed to call it
+    help: str
+
+
+def _group_id(name: str) -> int | None:
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        return None
+
+
+def peer_role(sock: socket.socket, reader_group: str, admin_group: str) -> Role:
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, gid = struct.unpack("3i", creds)
+    if uid in (0, os.getuid()):
+        return Role.ADMIN
+    try:
+        groups = set(os.getgrouplist(pwd.getpwuid(uid).pw_name, gid))
+    except KeyError:
+        groups = {gid}
+    admin_gid, reader_gid = _group_id(admin_group), _group_id(reader_group)
+    if admin_gid is not None and admin_gid in groups:
+        return Role.ADMIN
+    if reader_gid is not None and reader_gid in groups:
+        return Role.READER
+    return Role.NONE
+
+
+class ApiServer:
+    def __init__(
+        self,
+        path: Path,
+        commands: Mapping[str, Command],
+        reader_group: str = "megapod",
+        admin_group: str = "megapod-admin",
+    ) -> None:
+        self._path = path
+        self._commands = dict(commands)
+        self._reader_group = reader_group
+        self._admin_group = admin_group
+
+    async def run(self) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        self._path.unlink(missing_ok=True)
+        server = await asyncio.start_unix_server(
+            self._serve_client, path=str(self._path), limit=MAX_REQUEST_BYTES
+        )
+        # Group members reach the socket; the role check decides what they may do.
+        os.chmod(self._path, 0o660)
+        reader_gid = _group_id(self._reader_group)
+        if reader_gid is not None and os.geteuid() == 0:
+            os.chown(self._path, -1, reader_gid)
+        log.info("api_listening", socket=str(self._path))
+        try:
+            async with server:
+                await server.serve_forever()
+        finally:
+            self._path.unlink(missing_ok=True)
+
+    async def _serve_client(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        sock = writer.get_extra_info("socket")
+        role = peer_role(sock, self._reader_group, self._admin_group)
+        try:
+            while True:
+                try:
+                    line = await reader.readline()
+                except ValueError:  # longer than the stream limit
+                    await self._reply(writer, {"ok": False, "error": "request too long"})
+                    return
+                if not line:
+                    return
+                response = await self._handle(line, role)
+                await self._reply(writer, response)
+        except ConnectionError:
+            return
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+    async def _reply(self, writer: asyncio.StreamWriter, response: Mapping[str, object]) -> None:
+        writer.write(json.dumps(response, separators=(",", ":")).encode() + b"\n")
+        await writer.drain()
+
+    async def _handle(self, line: bytes, role: Role) -> dict[str, object]:
+        try:
+            request = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            return {"ok": False, "error": f"request is not JSON: {exc}"}
+        if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
+            return {"ok": False, "error": 'request must be an object with a string "cmd"'}
+        args = request.get("args", {})
+        if not isinstance(args, dict):
+            return {"ok": False, "error": '"args" must be an object'}
+        name = request["cmd"]
+        command = self._commands.get(name)
+        if command is None:
+            return {
+                "ok": False,
+                "error": f"unknown command {name!r}; known: {sorted(self._commands)}",
+            }
+        if role < command.role:
+            return {"ok": False, "error": f"{name!r} needs the {command.role.name.lower()} role"}
+        try:
+            result = await command.handler(args, role)
+        except ApiError as exc:
+            return {"ok": False, "error": str(exc)}
+        except Exception as exc:  # the daemon must outlive a bad request
+            log.exception("api_command_failed", cmd=name)
+            return {"ok": False, "error": f"{name} failed: {type(exc).__name__}: {exc}"}
+        return {"ok": True, "result": result}

@@ -1,0 +1,183 @@
+"""`megapodctl`: the technician's command line for the local megapodd."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from megapodd.api.client import ApiClientError, call
+
+DEFAULT_SOCKET = Path("/run/megapodd/megapodd.sock")
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+# The readings a technician looks at first, per device kind.
+_KEY_POINTS: dict[str, tuple[str, ...]] = {
+    "cdu": (
+        "supply_temp_c",
+        "return_temp_c",
+        "flow_lpm",
+        "diff_pressure_kpa",
+        "pump1_speed_pct",
+        "pump2_speed_pct",
+        "leak",
+    ),
+    "pdu": ("power_w", "load_state", "phase1_current_a", "phase2_current_a", "phase3_current_a"),
+    "bmc": ("chassis_power", "power_w", "inlet_temp_c", "coolant_in_temp_c", "leak"),
+}
+_UNIT_SUFFIX = {
+    "C": "°C",
+    "°C": "°C",
+    "lpm": " L/min",
+    "kPa": " kPa",
+    "%": " %",
+    "W": " W",
+    "A": " A",
+}
+_STATE_STYLE = {"online": "green", "stale": "yellow", "offline": "bold red"}
+
+
+def _socket_path(args: argparse.Namespace) -> Path:
+    if args.socket is not None:
+        return Path(args.socket)
+    return Path(os.environ.get("MEGAPODD_SOCKET", str(DEFAULT_SOCKET)))
+
+
+def _fmt(point: Mapping[str, Any]) -> str:
+    value, unit, quality = point.get("value"), str(point.get("unit", "")), point.get("quality")
+    if value is None:
+        text = "—"
+    elif isinstance(value, bool):
+        text = "YES" if value else "no"
+    elif isinstance(value, float):
+        text = f"{value:.1f}{_UNIT_SUFFIX.get(unit, ' ' + unit if unit else '')}"
+    else:
+        text = f"{value}{_UNIT_SUFFIX.get(unit, ' ' + unit if unit else '')}"
+    if quality != "good":
+        text += f" ({quality})"
+    return text
+
+
+def status_table(status: Mapping[str, Any]) -> Table:
+    pod = status["pod"]
+    mqtt = pod["mqtt"]
+    broker = "connected" if mqtt["connected"] else "DISCONNECTED"
+    title = f"pod {pod['id']} — megapodd {pod['version']} — MQTT {broker}"
+    if mqtt["pending_events"]:
+        title += f", {mqtt['pending_events']} events queued"
+    table = Table(title=title, title_justify="left")
+    for column in ("device", "kind", "state", "key readings", "bad/stale"):
+        table.add_column(column)
+    for device in status["devices"]:
+        points = device["points"]
+        keys = [k for k in _KEY_POINTS.get(device["kind"], ()) if k in points]
+        readings = ", ".join(
+            f"{k.removesuffix('_c').removesuffix('_pct')}={_fmt(points[k])}" for k in keys
+        )
+        unhealthy = sum(1 for p in points.values() if p["quality"] != "good")
+        style = _STATE_STYLE.get(device["state"], "")
+        state = f"[{style}]{device['state']}[/{style}]" if style else device["state"]
+        if device["state"] != "online":
+            state += f"\n{device.get('reason', '')}"
+        table.add_row(device["id"], device["kind"], state, readings, f"{unhealthy}/{len(points)}")
+    return table
+
+
+def device_table(device: Mapping[str, Any]) -> Table:
+    table = Table(
+        title=f"{device['id']} ({device['kind']}) — {device['state']}", title_justify="left"
+    )
+    for column in ("point", "value", "quality", "age"):
+        table.add_column(column)
+    now = time.time()
+    for name, point in device["points"].items():
+        age = f"{now - point['ts']:.1f} s" if point.get("ts") else "—"
+        table.add_row(name, _fmt({**point, "quality": "good"}), point["quality"], age)
+    return table
+
+
+async def _status(args: argparse.Namespace, console: Console) -> int:
+    request = {"device": args.device} if args.device else {}
+    status: Any = await call(_socket_path(args), "status", request)
+    if args.json:
+        print(json.dumps(status, indent=2))
+    elif args.device:
+        console.print(device_table(status["devices"][0]))
+    else:
+        console.print(status_table(status))
+    return 0
+
+
+async def _watch(args: argparse.Namespace, console: Console) -> int:
+    path = _socket_path(args)
+    with Live(console=console, auto_refresh=False, screen=False) as live:
+        for _ in range(args.count) if args.count else iter(int, 1):
+            status: Any = await call(path, "status")
+            live.update(status_table(status), refresh=True)
+            await asyncio.sleep(args.interval)
+    return 0
+
+
+async def _events(args: argparse.Namespace, console: Console) -> int:
+    events: Any = await call(_socket_path(args), "events", {"count": args.count})
+    if args.json:
+        print(json.dumps(events, indent=2))
+        return 0
+    table = Table(title="recent events", title_justify="left")
+    for column in ("seq", "time (UTC)", "severity", "source", "message"):
+        table.add_column(column)
+    for event in events:
+        stamp = time.strftime("%H:%M:%S", time.gmtime(event["ts"]))
+        table.add_row(
+            str(event["seq"]), stamp, event["severity"], event["source"], event["message"]
+        )
+    console.print(table)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="megapodctl", description=__doc__)
+    parser.add_argument(
+        "--socket", help=f"megapodd's socket (default $MEGAPODD_SOCKET or {DEFAULT_SOCKET})"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    status = sub.add_parser("status", help="pod and device status")
+    status.add_argument("device", nargs="?", help="show every point of this device")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(func=_status)
+    watch = sub.add_parser("watch", help="live status view")
+    watch.add_argument("--interval", type=float, default=1.0, help="refresh period in s")
+    watch.add_argument("--count", type=int, default=0, help="stop after this many refreshes")
+    watch.set_defaults(func=_watch)
+    events = sub.add_parser("events", help="recent events")
+    events.add_argument("-n", "--count", type=int, default=20)
+    events.add_argument("--json", action="store_true")
+    events.set_defaults(func=_events)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    console = Console()
+    try:
+        return int(asyncio.run(args.func(args, console)))
+    except ApiClientError as exc:
+        print(f"megapodctl: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""`megapodd`: run the daemon, or check a config file."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+from megapodd.app import Daemon
+from megapodd.config import Config, ConfigError, load_config
+from megapodd.logs import configure_logging
+
+EXIT_CONFIG = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="megapodd", description=__doc__)
+    parser.add_argument(
+        "--config", type=Path, default=Path("/etc/megapodd/megapodd.toml"), help="config file"
+    )
+    parser.add_argument(
+        "--check-config",
+        type=Path,
+        metavar="FILE",
+        help="validate FILE, print every problem, exit 0 if valid and 2 if not",
+    )
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    return parser
+
+
+def _load(path: Path) -> Config | None:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"{exc.path}: {len(exc.problems)} problem(s):", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return None
+
+
+async def _run(config: Config) -> None:
+    daemon = Daemon(config)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, daemon.request_stop)
+    await daemon.run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.check_config is not None:
+        checked = _load(args.check_config)
+        if checked is None:
+            return EXIT_CONFIG
+        print(f"{args.check_config}: OK")
+        return 0
+    configure_logging(args.log_level)
+    config = _load(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    asyncio.run(_run(config))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

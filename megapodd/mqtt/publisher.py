@@ -1,0 +1,213 @@
+"""MQTT publisher: status with a Will, device state, events (MQTT 5, QoS 1).
+
+Publishing runs in its own task and never blocks polling: the store and the
+event bus only mark what needs sending and wake this task. Events wait in a
+store-and-forward outbox until the broker acknowledges them (QoS 1 PUBACK).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiomqtt
+import structlog
+
+from megapodd.backoff import Backoff
+from megapodd.config import MqttConfig
+from megapodd.events import Event
+from megapodd.mqtt.deadband import changed_beyond_deadband
+from megapodd.mqtt.outbox import EventOutbox
+from megapodd.store import PointStore
+
+log = structlog.get_logger("megapodd.mqtt")
+
+# Gather changes for this long before publishing, so a group read of 300
+# points becomes one message per device rather than 300.
+_COALESCE_S = 0.05
+
+
+def _dumps(payload: object) -> bytes:
+    return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+
+
+@dataclass(slots=True)
+class _Published:
+    values: dict[str, object] = field(default_factory=dict)
+    state: str = ""
+
+
+class MqttPublisher:
+    def __init__(
+        self,
+        config: MqttConfig,
+        pod_id: str,
+        store: PointStore,
+        state_dir: Path,
+        version: str,
+        boot_id: str,
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._prefix = f"{config.topic_prefix}/{pod_id}"
+        self._version = version
+        self._boot_id = boot_id
+        self._outbox = EventOutbox(state_dir / "events-outbox.jsonl", config.queue_max_events)
+        self._dirty: set[str] = set()
+        self._published: dict[str, _Published] = {}
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._backoff = Backoff(initial_s=0.5, max_s=30.0)
+        self.connected = False
+        store.add_listener(self._on_change)
+
+    # -- inputs (synchronous, never block) ---------------------------------
+
+    def _on_change(self, device_id: str, _names: frozenset[str]) -> None:
+        self._dirty.add(device_id)
+        self._wake.set()
+
+    def on_event(self, event: Event) -> None:
+        self._outbox.put(event.as_json())
+        self._wake.set()
+
+    @property
+    def pending_events(self) -> int:
+        return len(self._outbox)
+
+    def topic(self, suffix: str) -> str:
+        return f"{self._prefix}/{suffix}"
+
+    # -- the task ------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Connect, publish, reconnect with backoff; returns after stop()."""
+        while not self._stopping.is_set():
+            try:
+                async with self._client() as client:
+                    self.connected = True
+                    self._backoff.reset()
+                    log.info("mqtt_connected", host=self._config.host, port=self._config.port)
+                    await self._publish_status(client, "online")
+                    self._dirty.update(d.id for d in self._store.devices())
+                    self._published.clear()  # a fresh session gets full state
+                    await self._publish_loop(client)
+                    await self._publish_status(client, "offline")
+                    return
+            except aiomqtt.MqttError as exc:
+                delay_s = self._backoff.next_delay_s()
+                log.warning("mqtt_disconnected", error=str(exc), retry_in_s=round(delay_s, 2))
+            finally:
+                self.connected = False
+            try:
+                async with asyncio.timeout(delay_s):
+                    await self._stopping.wait()
+            except TimeoutError:
+                pass
+
+    async def stop(self) -> None:
+        """Ask run() to publish offline and disconnect (SIGTERM path, invariant 7)."""
+        self._stopping.set()
+        self._wake.set()
+
+    def _client(self) -> aiomqtt.Client:
+        cfg = self._config
+        password = None
+        if cfg.password_file is not None:
+            password = cfg.password_file.read_text(encoding="utf-8").strip()
+        tls_context = None
+        if cfg.tls:
+            tls_context = ssl.create_default_context(
+                cafile=str(cfg.ca_file) if cfg.ca_file else None
+            )
+            if cfg.cert_file is not None:
+                tls_context.load_cert_chain(
+                    str(cfg.cert_file), str(cfg.key_file) if cfg.key_file else None
+                )
+        will = aiomqtt.Will(
+            self.topic("status"), self._status_payload("offline"), qos=1, retain=True
+        )
+        return aiomqtt.Client(
+            cfg.host,
+            cfg.port,
+            username=cfg.username,
+            password=password,
+            will=will,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            keepalive=cfg.keepalive_s,
+            tls_context=tls_context,
+            timeout=10.0,
+        )
+
+    def _status_payload(self, state: str) -> bytes:
+        return _dumps(
+            {"state": state, "ts": time.time(), "version": self._version, "boot_id": self._boot_id}
+        )
+
+    async def _publish_status(self, client: aiomqtt.Client, state: str) -> None:
+        await client.publish(self.topic("status"), self._status_payload(state), qos=1, retain=True)
+
+    async def _publish_loop(self, client: aiomqtt.Client) -> None:
+        loop = asyncio.get_running_loop()
+        next_snapshot_s = loop.time() + self._config.snapshot_s
+        while not self._stopping.is_set():
+            await self._drain_events(client)
+            if self._dirty:
+                await asyncio.sleep(_COALESCE_S)
+                dirty, self._dirty = self._dirty, set()
+                for device_id in sorted(dirty):
+                    await self._publish_device(client, device_id, force=False)
+            if loop.time() >= next_snapshot_s:
+                next_snapshot_s = loop.time() + self._config.snapshot_s
+                for record in list(self._store.devices()):
+                    await self._publish_device(client, record.id, force=True)
+            self._wake.clear()
+            if self._dirty or self._outbox.peek() is not None:
+                continue
+            try:
+                async with asyncio.timeout(max(0.0, next_snapshot_s - loop.time())):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+        await self._drain_events(client)
+
+    async def _drain_events(self, client: aiomqtt.Client) -> None:
+        while (payload := self._outbox.peek()) is not None:
+            await client.publish(self.topic("events"), _dumps(payload), qos=1)
+            self._outbox.pop()  # only once the broker has it
+
+    async def _publish_device(self, client: aiomqtt.Client, device_id: str, force: bool) -> None:
+        record = self._store.device(device_id)
+        seen = self._published.setdefault(device_id, _Published())
+        points = record.points
+        worth_it = force or seen.state != record.state.value
+        if not worth_it:
+            for name, point in points.items():
+                old = seen.values.get(name)
+                if (
+                    old is None
+                    or not isinstance(old, dict)
+                    or old["quality"] != point.quality.value
+                    or changed_beyond_deadband(old["value"], point.value, point.unit)
+                ):
+                    worth_it = True
+                    break
+        if not worth_it:
+            return
+        payload_points = {name: p.as_json() for name, p in sorted(points.items())}
+        payload = {
+            "ts": time.time(),
+            "kind": record.kind,
+            "state": record.state.value,
+            "reason": record.reason,
+            "points": payload_points,
+        }
+        await client.publish(
+            self.topic(f"devices/{device_id}/state"), _dumps(payload), qos=1, retain=True
+        )
+        seen.values = dict(payload_points)
+        seen.state = record.state.value

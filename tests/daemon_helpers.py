@@ -1,0 +1,66 @@
+"""Helpers for tests that run megapodd: configs, in-process daemons, MQTT reads."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiomqtt
+
+from megapodd.app import Daemon
+from megapodd.config import Config, load_config
+from tests.helpers import MosquittoBroker
+
+
+def write_config(
+    directory: Path,
+    broker: MosquittoBroker,
+    pod_id: str,
+    cdu_port: int | None = None,
+    poll_s: float = 0.25,
+    extra: str = "",
+) -> Path:
+    """A daemon config with its socket and state under `directory`."""
+    lines = [
+        f'[pod]\nid = "{pod_id}"',
+        f'[mqtt]\nurl = "{broker.url}"\nsnapshot_s = 5.0',
+        f'[api]\nsocket = "{directory / "d.sock"}"',
+        f'[state]\ndir = "{directory / "state"}"',
+    ]
+    if cdu_port is not None:
+        lines.append(
+            f'[[cdu]]\nid = "cdu1"\nurl = "modbus+tcp://127.0.0.1:{cdu_port}"\n'
+            f"poll_s = {poll_s}\ntimeout_s = 0.5"
+        )
+    path = directory / "megapodd.toml"
+    path.write_text("\n".join(lines) + "\n" + extra)
+    return path
+
+
+@contextlib.asynccontextmanager
+async def running_daemon(config: Config | Path) -> AsyncIterator[Daemon]:
+    """Run a Daemon in this loop; stop it the way SIGTERM does."""
+    if isinstance(config, Path):
+        config = load_config(config)
+    daemon = Daemon(config)
+    task = asyncio.create_task(daemon.run(), name="daemon-under-test")
+    try:
+        yield daemon
+    finally:
+        daemon.request_stop()
+        async with asyncio.timeout(10):
+            await task
+
+
+async def read_retained(broker: MosquittoBroker, topic: str, timeout_s: float = 5.0) -> object:
+    """The retained message on `topic`, decoded from JSON."""
+    async with aiomqtt.Client(broker.host, broker.port) as client:
+        await client.subscribe(topic, qos=1)
+        async with asyncio.timeout(timeout_s):
+            async for message in client.messages:
+                assert isinstance(message.payload, bytes)
+                return json.loads(message.payload)
+    raise AssertionError("unreachable")
