@@ -12,7 +12,12 @@ from functools import lru_cache
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import hmac as crypto_hmac
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+
+try:  # CFB moved to "decrepit" in cryptography 47; SNMP still needs it (RFC 3826).
+    from cryptography.hazmat.decrepit.ciphers.modes import CFB
+except ImportError:  # pragma: no cover - older cryptography
+    from cryptography.hazmat.primitives.ciphers.modes import CFB
 
 from drivers.errors import ConfigurationError
 
@@ -133,10 +138,10 @@ def verify(proto: AuthProtocol, auth_key: bytes, message: bytes, auth_offset: in
     return std_hmac.compare_digest(received, compute_digest(proto, auth_key, zeroed))
 
 
-def _aes_cfb(priv_key: bytes, boots: int, time: int, salt: bytes) -> Cipher[modes.CFB]:
+def _aes_cfb(priv_key: bytes, boots: int, time: int, salt: bytes) -> Cipher[CFB]:
     # RFC 3826 3.1.2.1: IV = boots (4) || time (4) || salt (8); key = first 16 bytes.
     iv = boots.to_bytes(4, "big") + time.to_bytes(4, "big") + salt
-    return Cipher(algorithms.AES(priv_key[:16]), modes.CFB(iv))
+    return Cipher(algorithms.AES(priv_key[:16]), CFB(iv))
 
 
 def aes_encrypt(priv_key: bytes, boots: int, time: int, salt: bytes, plaintext: bytes) -> bytes:
