@@ -229,6 +229,7 @@ class CduDriver:
         return regs[0]
 
     async def _write(self, address: int, value: int) -> None:
+        value = int(value)  # plain int on the wire and in logs, not a ControlBit
         await self._request(
             "write_register",
             lambda c: c.write_register(address, value, device_id=self.unit),
@@ -236,6 +237,7 @@ class CduDriver:
         )
 
     async def _write_verified(self, address: int, value: int) -> None:
+        value = int(value)
         await self._write(address, value)
         read_back = await self._read_holding(address)
         if read_back != value:

@@ -9,15 +9,17 @@ tasks; an MBAP server for FC 03/04/06/16 is about a hundred lines.
 
 API
     state = CduState(supply_temp_c=..., heat_load_w=...)   # plain mutable dataclass
-    sim = SimulatedCdu(state=state, unit=1, physics=True, tick_s=0.1)
+    sim = SimulatedCdu(state=state, unit=1, physics=True, tick_s=0.1, autostep=True)
     await sim.start("127.0.0.1", port)   # port 0 picks a free one; sim.port tells
     ...                                  # read/modify sim.state at any time
     await sim.close()                    # stops the server and the tick task
     sim = await serve_cdu(host, port)    # start with defaults and placeholder physics
 
     sim.state                 the CduState (physical state and settings)
-    sim.step(dt_s)            device logic (+ physics if enabled) for dt_s; the tick
-                              task calls it, an orchestrator with physics=False may too
+    sim.step(dt_s)            device logic (+ physics if enabled) for dt_s. With
+                              autostep=True a task calls it every tick_s of loop time;
+                              an orchestrator stepping in lockstep passes autostep=False
+                              and calls it itself (usually with physics=False)
     sim.input_registers()     the FC 04 image (0–17) as it would be read now
     sim.holding_registers()   the FC 03 image (100–109)
     sim.requests              recent requests seen (RequestRecord), newest last
@@ -175,11 +177,13 @@ class SimulatedCdu:
         unit: int = 1,
         physics: bool = True,
         tick_s: float = 0.1,
+        autostep: bool = True,
     ) -> None:
         self.state = state if state is not None else CduState()
         self.unit = unit
         self.physics = physics
         self.tick_s = tick_s
+        self.autostep = autostep
         self.silent = False
         self.requests: deque[RequestRecord] = deque(maxlen=1000)
         self.writes: list[tuple[int, int]] = []
@@ -191,7 +195,10 @@ class SimulatedCdu:
         self._writers: set[asyncio.StreamWriter] = set()
         self._last_heartbeat = 0.0
         self._fault_since: float | None = None
-        self._now = 0.0
+        # Device time: the sum of every step's dt. Timers (watchdog, changeover)
+        # run on it, so they follow the loop clock through the tick task and
+        # survive a loop clock that restarts (looptime starts each test at 0).
+        self._clock_s = 0.0
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -199,12 +206,13 @@ class SimulatedCdu:
         """Listen on host:port (0 = any free port; read `port` after) and start ticking."""
         if self._server is not None:
             raise RuntimeError("simulated CDU already started")
-        loop = asyncio.get_running_loop()
-        self._now = loop.time()
-        self._last_heartbeat = self._now
+        self._last_heartbeat = self._clock_s
         self._server = await asyncio.start_server(self._handle, host, port)
         self.port = int(self._server.sockets[0].getsockname()[1])
-        self._tick_task = asyncio.create_task(self._tick_loop(), name=f"sim-cdu-tick:{self.port}")
+        if self.autostep:
+            self._tick_task = asyncio.create_task(
+                self._tick_loop(), name=f"sim-cdu-tick:{self.port}"
+            )
         log.info("sim_cdu_started", host=host, port=self.port)
 
     async def close(self) -> None:
@@ -439,17 +447,15 @@ class SimulatedCdu:
     # -- time-dependent behaviour ------------------------------------------
 
     def _now_s(self) -> float:
-        try:
-            return asyncio.get_running_loop().time()
-        except RuntimeError:
-            return self._now
+        return self._clock_s
 
     async def _tick_loop(self) -> None:
         loop = asyncio.get_running_loop()
+        mark = loop.time()
         while True:
             await asyncio.sleep(self.tick_s)
             now = loop.time()
-            dt_s, self._now = now - self._now, now
+            dt_s, mark = max(0.0, now - mark), now
             self.step(dt_s)
 
     def _pump_faulted(self, pump: int) -> bool:
@@ -473,9 +479,10 @@ class SimulatedCdu:
         return s.pump_speed_setpoint_pct
 
     def step(self, dt_s: float) -> None:
-        """Advance the device logic (and placeholder physics if enabled) by dt_s."""
+        """Advance device time, device logic (and placeholder physics if enabled) by dt_s."""
         s = self.state
-        now = self._now_s()
+        self._clock_s += dt_s
+        now = self._clock_s
         # Comm watchdog.
         if (
             s.watchdog_timeout_s > 0
