@@ -319,6 +319,10 @@ class CduDriver:
                 response = await call(client)
         except (TimeoutError, OSError, ModbusException) as exc:
             raise TransportError(f"cdu {self._url_text}: {what}: {exc!r}") from exc
+        except asyncio.CancelledError:
+            # The answer may still arrive and be taken for the next request's.
+            self._drop_client()
+            raise
         if response.isError():
             code = response.exception_code
             name = ModbusExceptionCode.from_wire(code).name.lower()
