@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from drivers.ipmi.framing import IpmiFrameError
 
 SDR_HEADER_BYTES = 5
-FULL_ID_OFFSET = 48
-COMPACT_ID_OFFSET = 32
+FULL_ID_OFFSET = 47
+COMPACT_ID_OFFSET = 31
 
 
 class SdrError(IpmiFrameError):
@@ -214,7 +214,7 @@ def parse_sensor_record(record: bytes) -> SensorRecord | None:
 
 def _parse_full(record_id: int, r: bytes) -> SensorRecord:
     if len(r) < FULL_ID_OFFSET + 1:
-        raise SdrError(f"full SDR {record_id} is {len(r)} bytes, shorter than 49")
+        raise SdrError(f"full SDR {record_id} is {len(r)} bytes, shorter than 48")
     m = _signed(r[24] | (r[25] & 0xC0) << 2, 10)
     b = _signed(r[26] | (r[27] & 0xC0) << 2, 10)
     k2 = _signed(r[29] >> 4, 4)
@@ -233,7 +233,7 @@ def _parse_full(record_id: int, r: bytes) -> SensorRecord:
 
 def _parse_compact(record_id: int, r: bytes) -> SensorRecord:
     if len(r) < COMPACT_ID_OFFSET + 1:
-        raise SdrError(f"compact SDR {record_id} is {len(r)} bytes, shorter than 33")
+        raise SdrError(f"compact SDR {record_id} is {len(r)} bytes, shorter than 32")
     return SensorRecord(
         record_id=record_id, record_type=RecordType.COMPACT_SENSOR, sensor_number=r[7],
         owner_id=r[5], lun=r[6] & 3, entity_id=r[8], sensor_type=r[12], reading_type=r[13],
