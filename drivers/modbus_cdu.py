@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import termios
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Final, TypeVar
 
@@ -258,6 +259,12 @@ class CduDriver:
         except (TimeoutError, OSError, ModbusException) as exc:
             client.close()
             raise TransportError(f"cdu {self._url_text}: connect failed: {exc!r}") from exc
+        except (termios.error, ValueError) as exc:
+            # The serial port refused the line settings (baud, parity, ...): a retry won't help.
+            client.close()
+            raise ConfigurationError(
+                f"cdu {self._url_text}: serial port refused its settings: {exc!r}"
+            ) from exc
         if not ok:
             client.close()
             raise TransportError(f"cdu {self._url_text}: connect failed")

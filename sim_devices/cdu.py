@@ -11,6 +11,7 @@ API
     state = CduState(supply_temp_c=..., heat_load_w=...)   # plain mutable dataclass
     sim = SimulatedCdu(state=state, unit=1, physics=True, tick_s=0.1, autostep=True)
     await sim.start("127.0.0.1", port)   # port 0 picks a free one; sim.port tells
+    path = await sim.start_rtu()         # also (or only) Modbus RTU on a new pty
     ...                                  # read/modify sim.state at any time
     await sim.close()                    # stops the server and the tick task
     sim = await serve_cdu(host, port)    # start with defaults and placeholder physics
@@ -47,7 +48,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
 import struct
+import tty
 from collections import deque
 from dataclasses import dataclass
 from typing import Final
@@ -199,6 +202,9 @@ class SimulatedCdu:
         # run on it, so they follow the loop clock through the tick task and
         # survive a loop clock that restarts (looptime starts each test at 0).
         self._clock_s = 0.0
+        self._pty: tuple[int, int] | None = None  # (master, slave) fds of the RTU line
+        self._rtu_buffer = bytearray()
+        self.rtu_path = ""
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -206,20 +212,43 @@ class SimulatedCdu:
         """Listen on host:port (0 = any free port; read `port` after) and start ticking."""
         if self._server is not None:
             raise RuntimeError("simulated CDU already started")
-        self._last_heartbeat = self._clock_s
         self._server = await asyncio.start_server(self._handle, host, port)
         self.port = int(self._server.sockets[0].getsockname()[1])
-        if self.autostep:
-            self._tick_task = asyncio.create_task(
-                self._tick_loop(), name=f"sim-cdu-tick:{self.port}"
-            )
+        self._start_ticking()
         log.info("sim_cdu_started", host=host, port=self.port)
+
+    async def start_rtu(self) -> str:
+        """Serve Modbus RTU on a new pseudo-terminal; return the path a client opens."""
+        if self._pty is not None:
+            raise RuntimeError("simulated CDU already serves RTU")
+        master, slave = os.openpty()
+        # Raw mode: no echo, no CR/LF translation. The slave fd stays open here,
+        # else the master reads EIO in a busy loop whenever no client has it open.
+        tty.setraw(slave)
+        os.set_blocking(master, False)
+        self._pty = (master, slave)
+        self.rtu_path = os.ttyname(slave)
+        asyncio.get_running_loop().add_reader(master, self._rtu_readable)
+        self._start_ticking()
+        log.info("sim_cdu_rtu_started", path=self.rtu_path)
+        return self.rtu_path
+
+    def _start_ticking(self) -> None:
+        if self.autostep and self._tick_task is None:
+            self._last_heartbeat = self._clock_s
+            self._tick_task = asyncio.create_task(self._tick_loop(), name="sim-cdu-tick")
 
     async def close(self) -> None:
         """Stop listening, drop every connection, stop the tick task. Safe to repeat."""
         server, self._server = self._server, None
         if server is not None:
             server.close()
+        if self._pty is not None:
+            asyncio.get_running_loop().remove_reader(self._pty[0])
+            for fd in self._pty:
+                os.close(fd)
+            self._pty = None
+            self._rtu_buffer.clear()
         # Closing a connection ends its handler through EOF. Cancelling a
         # start_server handler instead makes asyncio 3.11 log a CancelledError
         # from its done-callback, so cancel only what does not end by itself.
@@ -591,6 +620,41 @@ class SimulatedCdu:
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
 
+    def _rtu_readable(self) -> None:
+        if self._pty is None:
+            return
+        master = self._pty[0]
+        try:
+            chunk = os.read(master, 512)
+        except BlockingIOError:
+            return
+        except OSError:  # EIO when the client side hangs up: nothing to read
+            return
+        self._rtu_buffer += chunk
+        while True:
+            length = _rtu_request_length(self._rtu_buffer)
+            if length is None or len(self._rtu_buffer) < length:
+                return
+            frame = bytes(self._rtu_buffer[:length]) if length else b""
+            if not frame or len(frame) < 4 or crc16_modbus(frame[:-2]) != int.from_bytes(
+                frame[-2:], "little"
+            ):
+                # A real slave waits for 3.5 character times of silence; on a pty
+                # there is no such timing, so drop what is buffered and resync.
+                log.info("sim_cdu_rtu_bad_frame", data=self._rtu_buffer.hex())
+                self._rtu_buffer.clear()
+                return
+            del self._rtu_buffer[:length]
+            unit = frame[0]
+            if self.silent or unit != self.unit:  # other units on the bus answer themselves
+                continue
+            reply = self.handle_pdu(unit, frame[1:-2])
+            if reply is None:
+                continue
+            body = bytes((unit,)) + reply
+            with contextlib.suppress(OSError):
+                os.write(master, body + crc16_modbus(body).to_bytes(2, "little"))
+
     def handle_pdu(self, unit: int, pdu: bytes) -> bytes | None:
         """Answer one request PDU (function code + data); None = no answer."""
         function = pdu[0]
@@ -641,6 +705,27 @@ class SimulatedCdu:
             return bytes((function,)) + struct.pack(">HH", address, count)
         self.requests.append(RequestRecord(unit, function, -1, 0))
         return _exception(function, EXC_ILLEGAL_FUNCTION)
+
+
+def crc16_modbus(data: bytes) -> int:
+    """CRC-16/MODBUS (poly 0xA001 reflected, init 0xFFFF); sent low byte first."""
+    crc = 0xFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+    return crc
+
+
+def _rtu_request_length(buffer: bytes | bytearray) -> int | None:
+    """Length of the RTU request at the start of buffer, or None until it can be told."""
+    if len(buffer) < 2:
+        return None
+    if buffer[1] in (0x03, 0x04, 0x06):
+        return 8
+    if buffer[1] == 0x10:
+        return 9 + buffer[6] if len(buffer) >= 7 else None
+    return 0  # a function this CDU does not parse: resynchronise
 
 
 async def serve_cdu(host: str = "127.0.0.1", port: int = 502) -> SimulatedCdu:
