@@ -141,6 +141,8 @@ VALVE_LIMIT = Limit("facility valve setpoint", 0.0, 100.0, "%", 0.1)
 WATCHDOG_LIMIT = Limit("comm watchdog timeout", 0, 600, "s", 1)
 RACK_MASK_MAX = 0xFFFF
 
+# Unit strings follow the rest of megapodd: C, lpm, kPa, %, W, s.
+
 # Raw values at the ends of int16/uint16 are what a broken transmitter reports.
 _TEMP_VALID_C = (-50.0, 150.0)
 
@@ -159,7 +161,7 @@ def _temp(raw: int) -> Point:
     value = round(_int16(raw) * 0.01, 2)
     low, high = _TEMP_VALID_C
     quality = Quality.GOOD if low <= value <= high else Quality.BAD
-    return Point(value, "degC", quality)
+    return Point(value, "C", quality)
 
 
 def _check_block(name: str, registers: Sequence[int], count: int) -> None:
@@ -179,7 +181,7 @@ def decode_input_block(registers: Sequence[int]) -> dict[str, Point]:
         "return_temp_c": _temp(r[IR_RETURN_TEMP]),
         "facility_supply_temp_c": _temp(r[IR_FACILITY_SUPPLY_TEMP]),
         "facility_return_temp_c": _temp(r[IR_FACILITY_RETURN_TEMP]),
-        "flow_lpm": _scaled(r[IR_FLOW], 0.1, "L/min"),
+        "flow_lpm": _scaled(r[IR_FLOW], 0.1, "lpm"),
         "supply_pressure_kpa": _scaled(r[IR_SUPPLY_PRESSURE], 0.1, "kPa"),
         "return_pressure_kpa": _scaled(r[IR_RETURN_PRESSURE], 0.1, "kPa"),
         "diff_pressure_kpa": _scaled(r[IR_DIFF_PRESSURE], 0.1, "kPa"),

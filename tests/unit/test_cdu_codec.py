@@ -38,7 +38,7 @@ def test_temperatures_are_signed_hundredths() -> None:
         )
     )
     assert points["supply_temp_c"].value == -5.25
-    assert points["supply_temp_c"].unit == "degC"
+    assert points["supply_temp_c"].unit == "C"
     assert points["supply_temp_c"].quality is Quality.GOOD
     assert points["return_temp_c"].value == 45.12
     assert points["facility_supply_temp_c"].value == -0.01
@@ -60,7 +60,7 @@ def test_scaled_analogues_and_units() -> None:
         )
     )
     expected = {
-        "flow_lpm": (612.3, "L/min"),
+        "flow_lpm": (612.3, "lpm"),
         "supply_pressure_kpa": (250.1, "kPa"),
         "return_pressure_kpa": (100.0, "kPa"),
         "diff_pressure_kpa": (150.1, "kPa"),
