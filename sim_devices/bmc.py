@@ -285,12 +285,12 @@ class SimBmc:
 
     def _maybe_corrupt(self, frame: bytes) -> bytes:
         state = self.state
-        if state.noise_rate > 0 and self._rng.random() < state.noise_rate:
-            frame = self._noise() + frame
-        if state.garbage_rate <= 0 or self._rng.random() >= state.garbage_rate:
-            return frame
         rng = self._rng
-        noise = self._noise()
+        prefix = b""
+        if state.noise_rate > 0 and rng.random() < state.noise_rate:
+            prefix = self._noise()
+        if state.garbage_rate <= 0 or rng.random() >= state.garbage_rate:
+            return prefix + frame
         body_end = frame.index(b"]")
         if rng.random() < 0.5:
             # Cut short: lose the tail, sometimes with the line end surviving.
@@ -299,7 +299,7 @@ class SimBmc:
         else:
             pos = rng.randint(1, body_end - 1)
             frame = frame[:pos] + bytes((rng.choice(b"GHJKXZgz?!#"),)) + frame[pos + 1 :]
-        return noise + frame
+        return prefix + self._noise() + frame
 
     # -- commands ------------------------------------------------------------------------
 

@@ -64,10 +64,10 @@ def decode_body(body: bytes) -> bytes:
     for token in body.split(b" "):
         if not token:
             continue
-        if len(token) % 2:
-            raise IpmiFrameError(f"odd number of hex digits in {token!r}")
         if not _HEX_DIGITS.issuperset(token):
             raise IpmiFrameError(f"non-hex character in {token!r}")
+        if len(token) % 2:
+            raise IpmiFrameError(f"odd number of hex digits in {token!r}")
         out += bytes.fromhex(token.decode("ascii"))
     if not out:
         raise IpmiFrameError("empty message []")
