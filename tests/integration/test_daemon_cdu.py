@@ -84,6 +84,10 @@ async def test_points_turn_stale_while_the_cdu_is_unreachable(
                 lambda: daemon.store.device("cdu1").state is DeviceState.ONLINE, timeout_s=5
             )
             cdu.silent = True  # answers nothing: requests time out
-            point = lambda: daemon.store.get("cdu1", "supply_temp_c")  # noqa: E731
-            await wait_until(lambda: (p := point()) is not None and p.quality == "stale", 5)
+
+            def supply_is_stale() -> bool:
+                point = daemon.store.get("cdu1", "supply_temp_c")
+                return point is not None and point.quality == "stale"
+
+            await wait_until(supply_is_stale, timeout_s=5)
             assert daemon.store.device("cdu1").state is not DeviceState.ONLINE

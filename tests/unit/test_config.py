@@ -1,0 +1,150 @@
+"""Config validation: every problem reported at once, with its key path."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from megapodd.config import ConfigError, load_config
+
+BIN = Path(sys.executable).parent
+
+GOOD = """
+[pod]
+id = "pod-a"
+[mqtt]
+url = "mqtts://broker.example:8883"
+username = "pod-a"
+[[cdu]]
+id = "cdu1"
+url = "modbus+rtu:///dev/ttyUSB0?baud=19200&parity=E"
+[[pdu]]
+id = "pdu-r1a"
+host = "127.0.0.1"
+port = 16100
+rack = 1
+outlets = 48
+[[pdu]]
+id = "pdu-r1b"
+host = "127.0.0.1"
+version = "3"
+user = "megapod"
+auth_key_file = "/etc/megapodd/auth"
+priv_key_file = "/etc/megapodd/priv"
+rack = 1
+[[bmc]]
+id = "r1s01"
+port = "socket://10.0.0.5:7001"
+rack = 1
+pdu = "pdu-r1a"
+outlet = 1
+"""
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "megapodd.toml"
+    path.write_text(text)
+    return path
+
+
+def _problems(tmp_path: Path, text: str) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load_config(_write(tmp_path, text))
+    return caught.value.problems
+
+
+def test_a_good_config_parses_into_typed_objects(tmp_path: Path) -> None:
+    config = load_config(_write(tmp_path, GOOD))
+    assert config.pod.id == "pod-a"
+    assert config.mqtt.tls and config.mqtt.port == 8883 and config.mqtt.host == "broker.example"
+    assert config.mqtt.topic_prefix == "megapod/v1"
+    assert config.api.socket == Path("/run/megapodd/megapodd.sock")
+    assert config.state.dir == Path("/var/lib/megapodd")
+    assert [p.version for p in config.pdu] == ["2c", "3"]
+    assert config.bmc[0].baud == 115200
+
+
+def test_every_problem_is_listed_with_its_key_path(tmp_path: Path) -> None:
+    problems = _problems(
+        tmp_path,
+        """
+[pod]
+name = "oops"
+[mqtt]
+url = "http://broker"
+[[cdu]]
+id = "dup"
+url = "modbus+tcp://127.0.0.1:99999"
+[[pdu]]
+id = "dup"
+host = "h"
+rack = 1
+version = "3"
+[[bmc]]
+id = "b1"
+port = "ttyS0"
+rack = 1
+pdu = "pdu-missing"
+""",
+    )
+    joined = "\n".join(problems)
+    assert "pod.id: Field required" in joined
+    assert "pod.name: unknown key" in joined
+    assert "mqtt.url: scheme must be mqtt:// or mqtts://" in joined
+    assert "cdu.0.url:" in joined and "99999" in joined
+    assert "pdu.0: version 3 needs user, auth_key_file, priv_key_file" in joined
+    assert "pdu.0.id: duplicate device id 'dup' (also cdu.0.id)" in joined
+    assert "bmc.0.port: expected a device path or socket://host:port" in joined
+    assert "bmc.0.pdu: no [[pdu]] with id 'pdu-missing'" in joined
+    assert len(problems) == 8
+
+
+def test_an_outlet_beyond_the_pdu_is_refused(tmp_path: Path) -> None:
+    text = GOOD.replace("outlet = 1", "outlet = 49")
+    assert _problems(tmp_path, text) == ["bmc.0.outlet: 49 exceeds 'pdu-r1a''s 48 outlets"]
+
+
+def test_malformed_toml_names_the_line(tmp_path: Path) -> None:
+    [problem] = _problems(tmp_path, "[pod\nid = 1")
+    assert problem.startswith("not valid TOML") and "line 1" in problem
+
+
+def test_check_config_exits_2_listing_errors_and_0_when_valid(tmp_path: Path) -> None:
+    bad = _write(tmp_path, '[pod]\nid = "Bad Id"\nextra = 1\n')
+    result = subprocess.run(
+        [str(BIN / "megapodd"), "--check-config", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "2 problem(s)" in result.stderr
+    assert "pod.id: String should match pattern" in result.stderr
+    assert "pod.extra: unknown key" in result.stderr
+
+    good = tmp_path / "good.toml"
+    good.write_text(GOOD)
+    result = subprocess.run(
+        [str(BIN / "megapodd"), "--check-config", str(good)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "OK" in result.stdout
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    [problem] = _problems_missing(tmp_path / "nope.toml")
+    assert problem.startswith("cannot read")
+
+
+def _problems_missing(path: Path) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    return caught.value.problems

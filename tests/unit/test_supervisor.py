@@ -1,0 +1,172 @@
+"""Supervisor state machine on the loop clock (looptime): a scripted driver
+stands in for a device so that timing can be checked exactly."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import pytest
+
+from drivers.base import Point, PollGroup, Quality
+from drivers.errors import ConfigurationError, DeviceError, TransportError
+from megapodd.events import EventBus
+from megapodd.store import DeviceState, PointStore
+from megapodd.supervisor import DeviceSupervisor, SupervisorSettings
+
+pytestmark = pytest.mark.looptime
+
+
+@dataclass
+class ScriptedDriver:
+    """Answers reads with a temperature; `fail` decides what goes wrong."""
+
+    fail: Exception | None = None
+    refuse_connect: Exception | None = None
+    reads: list[float] = field(default_factory=list)
+    connects: int = 0
+    value: float = 30.0
+
+    @property
+    def kind(self) -> str:
+        return "cdu"
+
+    def poll_groups(self) -> Sequence[PollGroup]:
+        return (PollGroup("fast", 1.0),)
+
+    async def connect(self) -> None:
+        self.connects += 1
+        if self.refuse_connect is not None:
+            raise self.refuse_connect
+
+    async def close(self) -> None:
+        return None
+
+    async def read_group(self, group: str) -> Mapping[str, Point]:
+        self.reads.append(asyncio.get_running_loop().time())
+        if self.fail is not None:
+            raise self.fail
+        return {"supply_temp_c": Point(self.value, "degC")}
+
+
+async def _run(supervisor: DeviceSupervisor, seconds: float) -> None:
+    task = asyncio.create_task(supervisor.run())
+    await asyncio.sleep(seconds)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+def _make(driver: ScriptedDriver) -> tuple[DeviceSupervisor, PointStore, EventBus]:
+    store, events = PointStore(), EventBus()
+    supervisor = DeviceSupervisor("dev", driver, store, events, SupervisorSettings(timeout_s=0.5))
+    return supervisor, store, events
+
+
+async def test_polls_at_the_group_period_and_goes_online() -> None:
+    driver = ScriptedDriver()
+    supervisor, store, events = _make(driver)
+    await _run(supervisor, 10.05)
+    start = driver.reads[0]
+    assert [round(t - start, 3) for t in driver.reads] == [float(i) for i in range(11)]
+    assert store.device("dev").state is DeviceState.ONLINE
+    assert [e.type for e in events.recent] == ["device_online"]
+
+
+async def test_transport_errors_make_it_stale_then_offline_then_it_reconnects() -> None:
+    driver = ScriptedDriver()
+    supervisor, store, events = _make(driver)
+    task = asyncio.create_task(supervisor.run())
+    await asyncio.sleep(2.5)
+    driver.fail = TransportError("no answer")
+    await asyncio.sleep(1.0)
+    assert store.device("dev").state is DeviceState.STALE
+    await asyncio.sleep(1.0)
+    assert store.device("dev").state is DeviceState.OFFLINE
+    point = store.get("dev", "supply_temp_c")
+    assert point is not None
+    # The last good value is kept but, after 3 periods without a good one, marked stale.
+    await asyncio.sleep(1.5)
+    point = store.get("dev", "supply_temp_c")
+    assert point is not None and point.quality is Quality.STALE and point.value == 30.0
+    driver.fail = None
+    await asyncio.sleep(5.0)
+    assert store.device("dev").state is DeviceState.ONLINE
+    assert driver.connects >= 2
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert [e.type for e in events.recent] == [
+        "device_online",
+        "device_stale",
+        "device_offline",
+        "device_online",
+    ]
+
+
+async def test_reconnect_backoff_grows_and_is_capped() -> None:
+    driver = ScriptedDriver(refuse_connect=TransportError("refused"))
+    supervisor, store, _ = _make(driver)
+    attempts: list[float] = []
+    original = driver.connect
+
+    async def connect() -> None:
+        attempts.append(asyncio.get_running_loop().time())
+        await original()
+
+    driver.connect = connect  # type: ignore[method-assign]
+    await _run(supervisor, 30.0)
+    gaps = [b - a for a, b in itertools.pairwise(attempts)]
+    assert gaps[0] < 0.7  # about the initial 0.5 s, with jitter
+    assert max(gaps) <= 3.0 * 1.2 + 0.51  # capped (plus the staleness tick granularity)
+    assert gaps[3] > gaps[0]
+    assert store.device("dev").state is DeviceState.OFFLINE
+
+
+async def test_a_device_refusal_keeps_the_link_and_raises_an_event() -> None:
+    driver = ScriptedDriver()
+    supervisor, store, events = _make(driver)
+    task = asyncio.create_task(supervisor.run())
+    await asyncio.sleep(1.5)
+    driver.fail = DeviceError("illegal address", code=2)
+    await asyncio.sleep(3.0)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert driver.connects == 1
+    refusals = [e for e in events.recent if e.type == "device_error"]
+    assert refusals and refusals[0].data["code"] == 2
+    assert store.device("dev").state is DeviceState.STALE
+
+
+async def test_configuration_error_gives_up_and_says_why() -> None:
+    driver = ScriptedDriver(refuse_connect=ConfigurationError("bad credentials"))
+    supervisor, store, _ = _make(driver)
+    async with asyncio.timeout(1):
+        await supervisor.run()  # returns: no retry can help
+    assert driver.connects == 1
+    record = store.device("dev")
+    assert record.state is DeviceState.OFFLINE and "bad credentials" in record.reason
+
+
+async def test_submitted_actions_run_between_polls_and_failures_are_events() -> None:
+    driver = ScriptedDriver()
+    supervisor, _, events = _make(driver)
+    done: list[str] = []
+
+    async def ok() -> None:
+        done.append("ok")
+
+    async def refused() -> None:
+        raise DeviceError("exception 04", code=4)
+
+    task = asyncio.create_task(supervisor.run())
+    await asyncio.sleep(0.5)
+    supervisor.submit("heartbeat", ok)
+    supervisor.submit("heartbeat", ok)  # coalesced with the pending one
+    supervisor.submit("set", refused)
+    await asyncio.sleep(0.1)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert done == ["ok"]
+    [failed] = [e for e in events.recent if e.type == "device_write_failed"]
+    assert "exception 04" in failed.message
