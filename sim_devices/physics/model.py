@@ -181,25 +181,36 @@ class PodModel:
                 inputs.workload_pct = pct
 
     # --- model --------------------------------------------------------------
+    def demand_power_w(self, sid: ServerId) -> float:
+        """What the workload would draw, uncapped, were the server on."""
+        inputs, state = self.servers[sid], self._state[sid]
+        load = min(max(inputs.workload_pct, 0.0), 100.0) / 100.0
+        return state.idle_w + (k.SERVER_PEAK_W - state.idle_w) * load
+
     def target_power_w(self, sid: ServerId) -> float:
         """Electrical power the server heads for with its present inputs."""
         inputs, state = self.servers[sid], self._state[sid]
         if not (inputs.chassis_on and inputs.outlet_on) or state.tripped:
             return 0.0
-        load = min(max(inputs.workload_pct, 0.0), 100.0) / 100.0
-        demand_w = state.idle_w + (k.SERVER_PEAK_W - state.idle_w) * load
+        demand_w = self.demand_power_w(sid)
         if inputs.power_cap_w is not None:
             # A DCMI limit cannot push a server below its idle draw.
             demand_w = min(demand_w, max(inputs.power_cap_w, state.idle_w))
         return demand_w
 
-    def step(self, dt_s: float) -> None:
-        """Advance the model by dt_s simulated seconds."""
+    def step(self, dt_s: float, max_substep_s: float = MAX_SUBSTEP_S) -> None:
+        """Advance the model by dt_s simulated seconds.
+
+        A coarser ``max_substep_s`` is fine for settling to a steady state (every
+        lag is integrated exactly; only the coupling is approximate).
+        """
         if not math.isfinite(dt_s) or dt_s < 0.0:
             raise PhysicsInputError(f"step must be a finite non-negative time, got {dt_s}")
+        if not max_substep_s > 0.0:
+            raise PhysicsInputError(f"sub-step must be positive, got {max_substep_s}")
         remaining = dt_s
         while remaining > 0.0:
-            sub = min(remaining, MAX_SUBSTEP_S)
+            sub = min(remaining, max_substep_s)
             self._substep(sub)
             remaining -= sub
 

@@ -1,0 +1,1 @@
+"""Links between the physical model and each kind of simulated device."""
