@@ -115,8 +115,12 @@ class CduDriver:
             PollGroup(SETTINGS_GROUP, poll_s * settings_factor),
         )
         self._client: Client | None = None
-        # One request at a time: an RTU line is one bus, and read-back must
-        # follow its own write with nothing in between.
+        # Resolved when the current client is dropped, so a request waiting on
+        # it ends at once (pymodbus would wait out its timeout).
+        self._client_closed: asyncio.Future[None] | None = None
+        self._closes = 0  # close() calls: a request started before one does not retry
+        # One request (with its retries) at a time on the link: an RTU line is
+        # one bus, and a retry must not race another caller's reconnect.
         self._lock = asyncio.Lock()
         self._heartbeat_counter = 0
 
@@ -134,8 +138,9 @@ class CduDriver:
             await self._ensure_client()
 
     async def close(self) -> None:
-        async with self._lock:
-            self._drop_client()
+        # No lock: closing under a hung request makes that request fail at once.
+        self._closes += 1
+        self._drop_client()
 
     async def read_group(self, group: str) -> Mapping[str, Point]:
         if group == SAFETY_GROUP:
@@ -269,6 +274,7 @@ class CduDriver:
             client.close()
             raise TransportError(f"cdu {self._url_text}: connect failed")
         self._client = client
+        self._client_closed = asyncio.get_running_loop().create_future()
         log.debug("cdu_connected", url=self._url_text)
         return client
 
@@ -293,6 +299,10 @@ class CduDriver:
         if self._client is not None:
             self._client.close()
             self._client = None
+        if self._client_closed is not None:
+            if not self._client_closed.done():
+                self._client_closed.set_result(None)
+            self._client_closed = None
 
     async def _request(
         self,
@@ -302,6 +312,7 @@ class CduDriver:
     ) -> list[int]:
         """One request with `retries` retries on transport failure; registers of the answer."""
         attempt = 0
+        closes = self._closes
         async with self._lock:
             while True:
                 try:
@@ -309,7 +320,7 @@ class CduDriver:
                 except TransportError as exc:
                     self._drop_client()
                     attempt += 1
-                    if attempt > self.retries:
+                    if attempt > self.retries or closes != self._closes:
                         raise
                     log.debug("cdu_retry", request=what, attempt=attempt, error=str(exc))
 
@@ -320,16 +331,28 @@ class CduDriver:
         expect_count: int | None,
     ) -> list[int]:
         client = await self._ensure_client()
+        closed = self._client_closed
+        if closed is None:  # _ensure_client always sets it; keeps mypy and the reader sure
+            raise TransportError(f"cdu {self._url_text}: {what}: not connected")
+        pending = asyncio.ensure_future(call(client))
         try:
             # pymodbus times the answer itself; this bounds the whole call too.
             async with asyncio.timeout(self.timeout_s * 1.5):
-                response = await call(client)
+                await asyncio.wait((pending, closed), return_when=asyncio.FIRST_COMPLETED)
+            if not pending.done():
+                raise TransportError(f"cdu {self._url_text}: {what}: connection closed")
+            response = pending.result()
         except (TimeoutError, OSError, ModbusException) as exc:
             raise TransportError(f"cdu {self._url_text}: {what}: {exc!r}") from exc
         except asyncio.CancelledError:
             # The answer may still arrive and be taken for the next request's.
             self._drop_client()
             raise
+        finally:
+            if not pending.done():
+                pending.cancel()
+                # Not suppress(CancelledError): that would swallow our own cancellation.
+                await asyncio.wait((pending,))
         if response.isError():
             code = response.exception_code
             name = ModbusExceptionCode.from_wire(code).name.lower()

@@ -336,3 +336,18 @@ async def test_garbage_answer_is_a_transport_error() -> None:
         await drv.close()
         server.close()
         await server.wait_closed()
+
+
+@pytest.mark.looptime
+async def test_close_during_a_hung_request_ends_it() -> None:
+    async with running_cdu() as (sim, driver):
+        sim.silent = True
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        read = asyncio.create_task(driver.read_group("safety"))
+        await asyncio.sleep(0.1)
+        await driver.close()
+        with pytest.raises(TransportError):
+            await read
+        # Ended by the close, well before the 0.5 s answer timeout and its retry.
+        assert loop.time() - t0 < 0.5
