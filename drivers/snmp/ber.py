@@ -74,7 +74,8 @@ def tlv(tag: int, content: bytes) -> bytes:
 
 def encode_signed(value: int) -> bytes:
     """Minimal two's complement content octets."""
-    return value.to_bytes(value.bit_length() // 8 + 1, "big", signed=True)
+    magnitude = value if value >= 0 else ~value
+    return value.to_bytes(magnitude.bit_length() // 8 + 1, "big", signed=True)
 
 
 def encode_integer(value: int) -> bytes:
