@@ -23,6 +23,8 @@ API
                               and calls it itself (usually with physics=False)
     sim.input_registers()     the FC 04 image (0–17) as it would be read now
     sim.holding_registers()   the FC 03 image (100–109)
+    sim.rtu_path              the pty path after start_rtu() (RTU framing, CRC checked;
+                              a bad CRC or another unit's address gets no answer)
     sim.requests              recent requests seen (RequestRecord), newest last
     sim.writes                accepted writes (address, value) in order
     faults: sim.silent = True (read requests, never answer), sim.drop_connections(),
@@ -36,7 +38,9 @@ comm watchdog (105 s without a write to 106 → failsafe speed 107 and status b6
 until the next heartbeat; 0 = off); lead/lag (a faulted running pump hands
 over to the other after `changeover_s`, 0.25 s as in the Vertiv CoolChip
 manual); alarm reset on the rising edge of control bit b2; control mode 1 holds
-the local Δp setpoint from the pump curve.
+the local Δp setpoint from the pump curve. Not modelled: periodic lead rotation
+in lead mode 0 (auto keeps the running pump until it faults); rack isolation
+does not change flow in the placeholder physics (the pod model owns that).
 
 Simulator-specific alarm codes (register 15, latched until alarm reset):
 1 pump1 fault, 2 pump2 fault, 3 both pumps failed, 10 leak, 11 reservoir low,
@@ -299,6 +303,8 @@ class SimulatedCdu:
             self.state.pump1_fault = True
         else:
             self.state.pump2_fault = True
+        if pump == self.state.running_pump and self._fault_since is None:
+            self._fault_since = self._clock_s  # the changeover time counts from here
         self._raise_alarm(ALARM_PUMP1 if pump == 1 else ALARM_PUMP2)
 
     def override_input(self, address: int, raw: int) -> None:
@@ -531,8 +537,9 @@ class SimulatedCdu:
                 s.running_pump = other if not self._pump_faulted(other) else 0
                 self._fault_since = None
                 log.info("sim_cdu_pump_changeover", running_pump=s.running_pump)
-        elif s.running_pump == 0:
-            for pump in (s.lead_pump if s.lead_pump in (1, 2) else 1, other):
+        elif s.running_pump == 0:  # none could run: start one as soon as one is healthy
+            lead = s.lead_pump if s.lead_pump in (1, 2) else 1
+            for pump in (lead, 3 - lead):
                 if not self._pump_faulted(pump):
                     s.running_pump = pump
                     break

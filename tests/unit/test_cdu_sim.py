@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import struct
 
+import pytest
+
 from sim_devices.cdu import CduState, SimulatedCdu
 
 
@@ -92,3 +94,44 @@ def test_overrides_replace_the_live_value() -> None:
     assert cdu.input_registers()[4] == 0xFFFF
     cdu.clear_override()
     assert cdu.input_registers()[0] == 3500
+
+
+def test_pump_restarts_when_one_becomes_healthy_again() -> None:
+    cdu = sim()
+    cdu.pump_fault(1)
+    cdu.pump_fault(2)
+    for _ in range(5):
+        cdu.step(0.1)
+    assert cdu.state.running_pump == 0
+    assert cdu.state.alarm_code == 3
+    cdu.state.pump2_fault = False  # e.g. after a drive reset on site
+    cdu.step(0.1)
+    assert cdu.state.running_pump == 2
+    cdu.step(1.0)
+    assert cdu.state.pump2_speed_pct > 0
+
+
+def test_changeover_waits_for_the_changeover_time() -> None:
+    cdu = sim()
+    cdu.pump_fault(1)
+    cdu.step(0.1)
+    cdu.step(0.1)
+    assert cdu.state.running_pump == 1  # 0.2 s < 0.25 s
+    cdu.step(0.1)
+    assert cdu.state.running_pump == 2
+
+
+def test_placeholder_physics_follows_q_equals_m_cp_dt() -> None:
+    cdu = SimulatedCdu(
+        CduState(heat_load_w=390_000, control_mode=0, watchdog_timeout_s=0), physics=True
+    )
+    cdu.state.pump_speed_setpoint_pct = 60.0
+    for _ in range(600):
+        cdu.step(0.1)
+    s = cdu.state
+    assert s.flow_lpm == 600.0  # flow ∝ speed
+    assert s.diff_pressure_kpa == 300.0 * 0.36  # Δp ∝ speed²
+    mass_flow = 600.0 / 60.0 * 1.02
+    assert s.return_temp_c - s.supply_temp_c == pytest.approx(390_000 / (mass_flow * 3900))
+    # 60 s at a 60 s time constant: most of the way to facility + approach (25 + 6 K).
+    assert 30.0 < s.supply_temp_c < 31.0
