@@ -184,7 +184,7 @@ class SnmpClient:
                     flags=user.flags | MsgFlags.REPORTABLE,
                     engine_id=engine.engine_id,
                     engine_boots=engine.boots,
-                    engine_time=engine.time + int(loop_now - engine.synced_at),
+                    engine_time=max(0, engine.time + int(loop_now - engine.synced_at)),
                     user_name=user.name.encode(),
                     keys=engine.keys,
                     salt=self._salt,
