@@ -173,12 +173,14 @@ def _run(args: argparse.Namespace) -> int:
         print(f"megapod-sim: {exc}", file=sys.stderr)
         return EXIT_USAGE
     _configure_logging(args.log_level)
+    failures: list[BaseException] = []
     try:
         asyncio.run(_serve(pod))
-    except OSError as exc:
-        print(f"megapod-sim: cannot start: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    return EXIT_OK
+    except* OSError as group:  # a port taken, a state dir not writable
+        failures.extend(group.exceptions)
+    for failure in failures:
+        print(f"megapod-sim: cannot start: {failure}", file=sys.stderr)
+    return EXIT_FAILED if failures else EXIT_OK
 
 
 async def _serve(pod: SimPod) -> None:

@@ -54,6 +54,19 @@ USAGE: dict[FaultKind, str] = {
 }
 
 
+ARITY: dict[FaultKind, int] = {
+    FaultKind.LEAK: 1,
+    FaultKind.PUMP_SEIZE: 1,
+    FaultKind.SENSOR_STUCK: 3,
+    FaultKind.SENSOR_RANGE: 2,
+    FaultKind.SILENT: 1,
+    FaultKind.GARBAGE: 2,
+    FaultKind.BREAKER_TRIP: 2,
+    FaultKind.FACILITY_HOT: 1,
+    FaultKind.WORKLOAD: 2,
+}
+
+
 class DeviceKind(enum.StrEnum):
     CDU = "cdu"
     PDU = "pdu"
@@ -243,7 +256,7 @@ def parse_kind(name: str) -> FaultKind:
 def parse_fault(name: str, args: Sequence[str], catalog: DeviceCatalog) -> Fault:
     """A fault from its name and words, checked against the pod's devices."""
     kind = parse_kind(name)
-    expected = len(USAGE[kind].split("  ")[0].split()) - 1
+    expected = ARITY[kind]
     if len(args) != expected:
         raise FaultError(f"{kind} takes {expected} argument(s): usage: {USAGE[kind]}")
     layout = catalog.layout
