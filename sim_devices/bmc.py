@@ -143,6 +143,7 @@ class _SimSensor:
     raw_record: bytes
     value: Callable[[BmcState], float] | None  # None: the leak sensor
     readable_mask: int
+    upper_thresholds: tuple[tuple[int, float], ...]  # (status bit, value) for UNC, UC, UNR
 
 
 def _temp(record_id: int, name: str, fmt: AnalogFormat, m: int, b: int, k1: int, k2: int,
@@ -211,7 +212,9 @@ def _build_sensors() -> list[_SimSensor]:
         record = parse_sensor_record(raw)
         if record is None:  # pragma: no cover
             raise IpmiFrameError(f"SDR for {name} did not decode")
-        sensors.append(_SimSensor(record, raw, getter, mask))
+        upper = tuple((bit, record.convert(t)) for bit, t in
+                      zip((3, 4, 5), record.thresholds_raw[3:], strict=True) if mask & (1 << bit))
+        sensors.append(_SimSensor(record, raw, getter, mask, upper))
     return sensors
 
 
@@ -368,8 +371,8 @@ class SimBmc:
         else:
             value = record.convert(raw)
         states = 0
-        for bit, threshold in zip((3, 4, 5), record.thresholds_raw[3:], strict=True):
-            if sensor.readable_mask & (1 << bit) and value >= record.convert(threshold):
+        for bit, threshold in sensor.upper_thresholds:
+            if value >= threshold:
                 states |= 1 << bit
         flags = 0xC0 | (0x20 if unavailable else 0)
         return Response.to(req, 0, bytes((raw, flags, states)))

@@ -81,6 +81,28 @@ def _to_unsigned(value: int, bits: int) -> int:
     return value & ((1 << bits) - 1)
 
 
+def signed_raw(raw: int, fmt: AnalogFormat) -> int:
+    raw &= 0xFF
+    if fmt is AnalogFormat.TWOS_COMPLEMENT:
+        return _signed(raw, 8)
+    if fmt is AnalogFormat.ONES_COMPLEMENT:
+        return -(~raw & 0xFF) if raw & 0x80 else raw
+    return raw
+
+
+def linear_value(raw: int, fmt: AnalogFormat, m: int, b: int, k1: int, k2: int) -> float:
+    """y = (M·x + B·10^K1)·10^K2, rounded to drop binary noise from the powers of ten."""
+    value = (m * signed_raw(raw, fmt) + b * 10.0**k1) * 10.0**k2
+    return round(value, max(0, -k2) + 3)
+
+
+def _valid_range(fmt: AnalogFormat, m: int, b: int, k1: int, k2: int, min_raw: int,
+                 max_raw: int) -> tuple[float, float]:
+    low = linear_value(min_raw, fmt, m, b, k1, k2)
+    high = linear_value(max_raw, fmt, m, b, k1, k2)
+    return (low, high) if low <= high else (high, low)
+
+
 @dataclass(frozen=True, slots=True)
 class SensorRecord:
     """What the driver needs from one sensor's SDR."""
@@ -104,6 +126,8 @@ class SensorRecord:
     sensor_max_raw: int
     thresholds_raw: tuple[int, int, int, int, int, int]  # LNC, LC, LNR, UNC, UC, UNR
     id_string: str
+    valid_min: float  # sensor min/max reading converted, computed once when decoded
+    valid_max: float
 
     @property
     def is_threshold(self) -> bool:
@@ -115,28 +139,15 @@ class SensorRecord:
                 and self.analog_format is not AnalogFormat.NO_ANALOG)
 
     def signed_raw(self, raw: int) -> int:
-        raw &= 0xFF
-        if self.analog_format is AnalogFormat.TWOS_COMPLEMENT:
-            return _signed(raw, 8)
-        if self.analog_format is AnalogFormat.ONES_COMPLEMENT:
-            return -(~raw & 0xFF) if raw & 0x80 else raw
-        return raw
+        return signed_raw(raw, self.analog_format)
 
     def convert(self, raw: int) -> float:
         """Raw reading byte -> value in the sensor's unit (linear records only)."""
-        x = self.signed_raw(raw)
-        value = (self.m * x + self.b * 10.0**self.k1) * 10.0**self.k2
-        # Round away binary noise of the powers of ten (keep what the resolution allows).
-        digits = max(0, -self.k2) + 3
-        return round(value, digits)
+        return linear_value(raw, self.analog_format, self.m, self.b, self.k1, self.k2)
 
     def in_range(self, value: float) -> bool:
         """Inside the sensor's SDR min/max reading (whichever way the formula runs)."""
-        low = self.convert(self.sensor_min_raw)
-        high = self.convert(self.sensor_max_raw)
-        if low > high:
-            low, high = high, low
-        return low <= value <= high
+        return self.valid_min <= value <= self.valid_max
 
     def encode(self, value: float) -> int:
         """Value -> raw byte (for the simulator), clamped to the raw range of the format."""
@@ -221,13 +232,15 @@ def _parse_full(record_id: int, r: bytes) -> SensorRecord:
     k1 = _signed(r[29] & 0x0F, 4)
     if r[23] & 0x7F:
         raise SdrError(f"full SDR {record_id}: non-linear linearization {r[23] & 0x7F}")
+    fmt = AnalogFormat(r[20] >> 6)
+    low, high = _valid_range(fmt, m, b, k1, k2, r[35], r[34])
     return SensorRecord(
         record_id=record_id, record_type=RecordType.FULL_SENSOR, sensor_number=r[7],
         owner_id=r[5], lun=r[6] & 3, entity_id=r[8], sensor_type=r[12], reading_type=r[13],
-        analog_format=AnalogFormat(r[20] >> 6), percentage=bool(r[20] & 1), unit=r[21],
+        analog_format=fmt, percentage=bool(r[20] & 1), unit=r[21],
         m=m, b=b, k1=k1, k2=k2, sensor_max_raw=r[34], sensor_min_raw=r[35],
         thresholds_raw=(r[41], r[40], r[39], r[38], r[37], r[36]),
-        id_string=_id_string(r, FULL_ID_OFFSET),
+        id_string=_id_string(r, FULL_ID_OFFSET), valid_min=low, valid_max=high,
     )
 
 
@@ -240,6 +253,7 @@ def _parse_compact(record_id: int, r: bytes) -> SensorRecord:
         analog_format=AnalogFormat(r[20] >> 6), percentage=bool(r[20] & 1), unit=r[21],
         m=1, b=0, k1=0, k2=0, sensor_min_raw=0, sensor_max_raw=255,
         thresholds_raw=(0, 0, 0, 0, 0, 0), id_string=_id_string(r, COMPACT_ID_OFFSET),
+        valid_min=0.0, valid_max=255.0,
     )
 
 
