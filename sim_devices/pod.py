@@ -234,10 +234,16 @@ class SimPod:
 
     def clear(self, name: str | None, args: list[str]) -> list[str]:
         """Undo the faults matching ``name [args]`` (None: every fault)."""
-        prefix: tuple[str, ...] = (
-            () if name is None else f.clear_key(name, args, self.links.catalog)
-        )
-        matching = [key for key in self.faults if key[: len(prefix)] == prefix]
+        if name is None:
+            matching = list(self.faults)
+        else:
+            kind = f.parse_kind(name)
+            prefix = f.clear_key(name, args, self.links.catalog)
+            matching = [
+                key
+                for key, fault in self.faults.items()
+                if fault.kind is kind and key[: len(prefix)] == prefix
+            ]
         if name is not None and args and not matching:
             raise f.FaultError(f"no active fault matches {' '.join([name, *args])!r}")
         cleared = []
