@@ -133,13 +133,19 @@ class SnmpPduDriver:
     async def close(self) -> None:
         await self._client.close()
 
-    async def read_group(self, group: str) -> Mapping[str, Point]:
+    def group_oids(self, group: str) -> list[Oid]:
+        """The OIDs one read of a group asks for (for tools and benchmarks)."""
+        return [oid for oid, _, _ in self._plan(group)]
+
+    def _plan(self, group: str) -> Plan:
         if group == "fast":
-            plan = self._fast
-        elif group == "slow":
-            plan = self._slow
-        else:
-            raise ConfigurationError(f"pdu {self.host}: no poll group {group!r}")
+            return self._fast
+        if group == "slow":
+            return self._slow
+        raise ConfigurationError(f"pdu {self.host}: no poll group {group!r}")
+
+    async def read_group(self, group: str) -> Mapping[str, Point]:
+        plan = self._plan(group)
         varbinds = await self._get_many([oid for oid, _, _ in plan])
         return {name: convert(vb) for (_, name, convert), vb in zip(plan, varbinds, strict=True)}
 
@@ -196,9 +202,7 @@ class SnmpPduDriver:
                 queue.appendleft(part[half:])
                 queue.appendleft(part[:half])
                 continue
-            if len(varbinds) != len(part) or any(
-                vb.oid != oid for vb, oid in zip(varbinds, part, strict=False)
-            ):
+            if [vb.oid for vb in varbinds] != list(part):
                 raise DeviceError(f"pdu {self.host}: answer does not match the requested OIDs")
             out.extend(varbinds)
         return out

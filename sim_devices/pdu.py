@@ -498,7 +498,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--base-port", type=int, default=0, help="0: free ports")
     parser.add_argument("--load-w", type=float, default=150.0, help="initial load per outlet")
-    asyncio.run(_main(parser.parse_args(argv)))
+    args = parser.parse_args(argv)
+    # stdout carries the JSON protocol; logs go to stderr.
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+    asyncio.run(_main(args))
 
 
 if __name__ == "__main__":

@@ -188,30 +188,34 @@ class SnmpAgent(asyncio.DatagramProtocol):
         if msg.version is not SnmpVersion.V2C or msg.community not in (self._read, self._write):
             self.stats.dropped += 1  # wrong community: silence, as real agents do
             return None
-        response = self._process(
+        processed = self._process(
             msg.pdu, msg.community == self._write, self.config.max_message_size
         )
-        if response is None:
+        if processed is None:
             return None
-        return encode_community(CommunityMessage(msg.community, response))
+        response, encoded = processed
+        return encode_community(CommunityMessage(msg.community, response), encoded)
 
-    def _process(self, pdu: Pdu, write: bool, max_size: int) -> Pdu | None:
+    def _process(self, pdu: Pdu, write: bool, max_size: int) -> tuple[Pdu, bytes] | None:
+        """The Response PDU and its varbind list encoded (so it is encoded once)."""
         kind = pdu.type
         if kind is PduType.GET:
-            vbs = tuple(self.mib.get(vb.oid) for vb in pdu.varbinds)
+            vbs = tuple([self.mib.get(vb.oid) for vb in pdu.varbinds])
         elif kind is PduType.GET_NEXT:
-            vbs = tuple(self.mib.next(vb.oid) for vb in pdu.varbinds)
+            vbs = tuple([self.mib.next(vb.oid) for vb in pdu.varbinds])
         elif kind is PduType.GET_BULK:
-            return self._bulk(pdu, max_size)
+            response = self._bulk(pdu, max_size)
         elif kind is PduType.SET:
-            return self._set(pdu, write)
+            response = self._set(pdu, write)
         else:
             self.stats.dropped += 1
             return None
-        response = Pdu(PduType.RESPONSE, pdu.request_id, 0, 0, vbs)
-        if _encoded_size(vbs) + _ENVELOPE_SLACK + 64 > max_size:
-            return Pdu(PduType.RESPONSE, pdu.request_id, ErrorStatus.TOO_BIG, 0, ())
-        return response
+        if kind in (PduType.GET, PduType.GET_NEXT):
+            encoded = b"".join([encode_varbind(vb) for vb in vbs])
+            if len(encoded) + _ENVELOPE_SLACK + 64 > max_size:
+                return Pdu(PduType.RESPONSE, pdu.request_id, ErrorStatus.TOO_BIG, 0, ()), b""
+            return Pdu(PduType.RESPONSE, pdu.request_id, 0, 0, vbs), encoded
+        return response, b"".join([encode_varbind(vb) for vb in response.varbinds])
 
     def _bulk(self, pdu: Pdu, max_size: int) -> Pdu:
         request = pdu.varbinds
@@ -306,9 +310,10 @@ class SnmpAgent(asyncio.DatagramProtocol):
             return self._report(msg, UsmStat.NOT_IN_TIME_WINDOWS, keys, scoped.pdu.request_id)
         write = True  # the configured v3 user is an rwuser
         max_size = min(self.config.max_message_size, msg.max_size)
-        response = self._process(scoped.pdu, write, max_size)
-        if response is None:
+        processed = self._process(scoped.pdu, write, max_size)
+        if processed is None:
             return None
+        response, encoded = processed
         return protect(
             ScopedPdu(self.config.engine_id, scoped.context_name, response),
             msg_id=msg.msg_id,
@@ -320,8 +325,5 @@ class SnmpAgent(asyncio.DatagramProtocol):
             keys=keys,
             salt=self._salt,
             max_size=self.config.max_message_size,
+            encoded_varbinds=encoded,
         )
-
-
-def _encoded_size(vbs: tuple[VarBind, ...]) -> int:
-    return sum(len(encode_varbind(vb)) for vb in vbs)

@@ -183,16 +183,31 @@ def decode_unsigned(buf: bytes, start: int, stop: int, bits: int, what: str) -> 
     return value
 
 
+_OID_CACHE: dict[bytes, Oid] = {}
+_OID_CACHE_LIMIT = 65536  # a pod's agents use a few thousand OIDs; cap it against floods
+
+
 def decode_oid(buf: bytes, start: int, stop: int) -> Oid:
-    if start == stop:
+    """Decode OID content octets; cached by bytes, as pollers see the same OIDs forever."""
+    raw = bytes(buf[start:stop])
+    oid = _OID_CACHE.get(raw)
+    if oid is None:
+        oid = _decode_oid(raw)
+        if len(_OID_CACHE) >= _OID_CACHE_LIMIT:
+            _OID_CACHE.clear()
+        _OID_CACHE[raw] = oid
+    return oid
+
+
+def _decode_oid(raw: bytes) -> Oid:
+    if not raw:
         raise SnmpCodecError("empty OBJECT IDENTIFIER")
     arcs: list[int] = []
     value = 0
     in_arc = False
-    for pos in range(start, stop):
-        byte = buf[pos]
+    for pos, byte in enumerate(raw):
         if not in_arc and byte == 0x80:
-            raise SnmpCodecError(f"OID arc with a leading 0x80 pad at offset {pos}")
+            raise SnmpCodecError(f"OID arc with a leading 0x80 pad at byte {pos}")
         value = (value << 7) | (byte & 0x7F)
         if byte & 0x80:
             in_arc = True

@@ -76,23 +76,26 @@ class V3Message:
     auth_offset: int = field(default=-1, compare=False)
 
 
-def encode_scoped_pdu(scoped: ScopedPdu) -> bytes:
+def encode_scoped_pdu(scoped: ScopedPdu, encoded_varbinds: bytes | None = None) -> bytes:
+    """encoded_varbinds: the PDU's varbind list already encoded (saves encoding twice)."""
     return ber.tlv(
         ber.TAG_SEQUENCE,
         ber.encode_octets(scoped.context_engine_id)
         + ber.encode_octets(scoped.context_name)
-        + encode_pdu(scoped.pdu),
+        + encode_pdu(scoped.pdu, encoded_varbinds),
     )
 
 
-def encode_community(msg: CommunityMessage) -> bytes:
+def encode_community(msg: CommunityMessage, encoded_varbinds: bytes | None = None) -> bytes:
     return ber.tlv(
         ber.TAG_SEQUENCE,
-        ber.encode_integer(msg.version) + ber.encode_octets(msg.community) + encode_pdu(msg.pdu),
+        ber.encode_integer(msg.version)
+        + ber.encode_octets(msg.community)
+        + encode_pdu(msg.pdu, encoded_varbinds),
     )
 
 
-def encode_v3(msg: V3Message) -> tuple[bytes, int]:
+def encode_v3(msg: V3Message, encoded_varbinds: bytes | None = None) -> tuple[bytes, int]:
     """Encode; return the bytes and the offset of the auth parameters' content (or -1)."""
     usm = msg.usm
     sec_head = (
@@ -109,7 +112,7 @@ def encode_v3(msg: V3Message) -> tuple[bytes, int]:
         (len(sec_seq) - len(sec_content)) + len(sec_head) + (len(auth) - len(usm.auth_params))
     )
     if msg.scoped_pdu is not None:
-        data = encode_scoped_pdu(msg.scoped_pdu)
+        data = encode_scoped_pdu(msg.scoped_pdu, encoded_varbinds)
     elif msg.encrypted_pdu is not None:
         data = ber.encode_octets(msg.encrypted_pdu)
     else:

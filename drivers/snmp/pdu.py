@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from functools import lru_cache
 
 from drivers.snmp import ber
 from drivers.snmp.ber import Oid, SnmpCodecError
@@ -147,7 +148,15 @@ def encode_value(tag: Tag, value: Value) -> bytes:
 
 
 def encode_varbind(vb: VarBind) -> bytes:
+    if vb.tag is Tag.NULL:
+        return encode_null_varbind(vb.oid)
     return ber.tlv(ber.TAG_SEQUENCE, ber.encode_oid(vb.oid) + encode_value(vb.tag, vb.value))
+
+
+@lru_cache(maxsize=8192)
+def encode_null_varbind(oid: Oid) -> bytes:
+    """A request's varbind; cached because pollers ask for the same OIDs every time."""
+    return ber.tlv(ber.TAG_SEQUENCE, ber.encode_oid(oid) + ber.NULL)
 
 
 def encode_pdu(pdu: Pdu, encoded_varbinds: bytes | None = None) -> bytes:
@@ -193,15 +202,27 @@ def decode_value(buf: bytes, pos: int, stop: int) -> tuple[Tag, Value, int]:
 
 def decode_varbinds(buf: bytes, start: int, stop: int) -> tuple[VarBind, ...]:
     out: list[VarBind] = []
+    append = out.append
+    read_tlv = ber.read_tlv
     pos = start
     while pos < stop:
-        vb_start, vb_end = ber.expect_tlv(buf, pos, stop, ber.TAG_SEQUENCE, "varbind")
-        oid_start, oid_end = ber.expect_tlv(buf, vb_start, vb_end, ber.TAG_OID, "varbind name")
+        tag, vb_start, vb_end = read_tlv(buf, pos, stop)
+        if tag != ber.TAG_SEQUENCE:
+            raise SnmpCodecError(f"varbind: expected a SEQUENCE, got 0x{tag:02x} at offset {pos}")
+        tag, oid_start, oid_end = read_tlv(buf, vb_start, vb_end)
+        if tag != ber.TAG_OID:
+            raise SnmpCodecError(
+                f"varbind name: expected an OID, got 0x{tag:02x} at offset {vb_start}"
+            )
         oid = ber.decode_oid(buf, oid_start, oid_end)
-        tag, value, after = decode_value(buf, oid_end, vb_end)
-        if after != vb_end:
+        tag, v_start, v_end = read_tlv(buf, oid_end, vb_end)
+        if v_end != vb_end:
             raise SnmpCodecError(f"varbind at offset {pos} has trailing bytes")
-        out.append(VarBind(oid, tag, value))
+        if tag == ber.TAG_INTEGER:  # the common case, inlined
+            append(VarBind(oid, Tag.INTEGER, ber.decode_integer32(buf, v_start, v_end, "INTEGER")))
+        else:
+            kind, value, _ = decode_value(buf, oid_end, vb_end)
+            append(VarBind(oid, kind, value))
         pos = vb_end
     return tuple(out)
 

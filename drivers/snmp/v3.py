@@ -94,6 +94,7 @@ def protect(
     keys: LocalizedUser | None,
     salt: SaltCounter | None = None,
     max_size: int = MAX_MESSAGE_SIZE,
+    encoded_varbinds: bytes | None = None,
 ) -> bytes:
     """Encode a v3 message at the security level in flags (keys needed for auth/priv)."""
     auth_params = priv_params = b""
@@ -106,11 +107,16 @@ def protect(
         if flags & MsgFlags.PRIV:
             priv_params = (salt or SaltCounter()).take()
             encrypted = usm.aes_encrypt(
-                keys.priv_key, engine_boots, engine_time, priv_params, encode_scoped_pdu(scoped)
+                keys.priv_key,
+                engine_boots,
+                engine_time,
+                priv_params,
+                encode_scoped_pdu(scoped, encoded_varbinds),
             )
             plain = None
     params = UsmParams(engine_id, engine_boots, engine_time, user_name, auth_params, priv_params)
-    raw, auth_offset = encode_v3(V3Message(msg_id, max_size, flags, params, plain, encrypted))
+    message = V3Message(msg_id, max_size, flags, params, plain, encrypted)
+    raw, auth_offset = encode_v3(message, encoded_varbinds)
     if flags & MsgFlags.AUTH and keys is not None:
         raw = usm.sign(keys.user.auth_protocol, keys.auth_key, raw, auth_offset)
     return raw
