@@ -110,9 +110,9 @@ async def bench_ours(sim: SimProcess, seconds: int, version: str) -> Result:
     extra: dict[str, Any] = {}
     if version == "3":
         extra = {
-            "v3_user": "megapod",
-            "v3_auth_passphrase": "megapod-auth-pass",
-            "v3_priv_passphrase": "megapod-priv-pass",
+            "user": "megapod",
+            "auth_passphrase": "megapod-auth-pass",
+            "priv_passphrase": "megapod-priv-pass",
         }
     drivers = [
         SnmpPduDriver(host="127.0.0.1", port=port, version=version, outlets=OUTLETS, **extra)

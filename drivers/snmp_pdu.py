@@ -62,11 +62,11 @@ class SnmpPduDriver:
         version: str = "2c",
         community: str = "public",
         write_community: str = "private",
-        v3_user: str = "",
-        v3_auth_passphrase: str = "",
-        v3_priv_passphrase: str = "",
-        v3_auth_protocol: str = "SHA",
-        v3_priv_protocol: str = "AES",
+        user: str | None = None,
+        auth_passphrase: str = "",
+        priv_passphrase: str = "",
+        auth_protocol: str = "SHA",
+        priv_protocol: str = "AES",
         outlets: int = 24,
         fast_poll_s: float = 1.0,
         slow_poll_s: float = 5.0,
@@ -79,15 +79,15 @@ class SnmpPduDriver:
             raise ConfigurationError(f"pdu {host}: outlets {outlets} out of range 1..{MAX_OUTLETS}")
         if fast_poll_s <= 0 or slow_poll_s <= 0 or timeout_s <= 0 or retries < 0:
             raise ConfigurationError(f"pdu {host}: poll periods and timeout must be > 0")
-        user: UsmUser | None = None
+        usm_user: UsmUser | None = None
         if version == "3":
-            if not v3_user:
-                raise ConfigurationError(f"pdu {host}: SNMPv3 needs v3_user")
-            auth = AuthProtocol.parse(v3_auth_protocol) if v3_auth_passphrase else AuthProtocol.NONE
-            priv = PrivProtocol.parse(v3_priv_protocol) if v3_priv_passphrase else PrivProtocol.NONE
+            if not user:
+                raise ConfigurationError(f"pdu {host}: SNMPv3 needs a user")
+            auth = AuthProtocol.parse(auth_protocol) if auth_passphrase else AuthProtocol.NONE
+            priv = PrivProtocol.parse(priv_protocol) if priv_passphrase else PrivProtocol.NONE
             if priv is not PrivProtocol.NONE and auth is AuthProtocol.NONE:
                 raise ConfigurationError(f"pdu {host}: SNMPv3 privacy needs an auth passphrase")
-            user = UsmUser(v3_user, auth, v3_auth_passphrase, priv, v3_priv_passphrase)
+            usm_user = UsmUser(user, auth, auth_passphrase, priv, priv_passphrase)
         elif version != "2c":
             raise ConfigurationError(f"pdu {host}: SNMP version {version!r} (use '2c' or '3')")
         self.host = host
@@ -98,7 +98,7 @@ class SnmpPduDriver:
             port,
             community=community,
             write_community=write_community,
-            user=user,
+            user=usm_user,
             timeout_s=timeout_s,
             retries=retries,
         )

@@ -254,9 +254,9 @@ async def test_v3_driver_reads_and_switches(farm: PduFarm) -> None:
     driver = make_driver(
         farm,
         version="3",
-        v3_user="megapod",
-        v3_auth_passphrase="megapod-auth-pass",  # noqa: S106 - the simulator's default
-        v3_priv_passphrase="megapod-priv-pass",  # noqa: S106 - the simulator's default
+        user="megapod",
+        auth_passphrase="megapod-auth-pass",  # noqa: S106 - the simulator's default
+        priv_passphrase="megapod-priv-pass",  # noqa: S106 - the simulator's default
     )
     await driver.connect()
     try:
@@ -272,7 +272,7 @@ def test_bad_configuration_is_refused() -> None:
         SnmpPduDriver(host="h", outlets=0)
     with pytest.raises(ConfigurationError, match="version"):
         SnmpPduDriver(host="h", version="1")
-    with pytest.raises(ConfigurationError, match="v3_user"):
+    with pytest.raises(ConfigurationError, match="user"):
         SnmpPduDriver(host="h", version="3")
 
 
