@@ -67,12 +67,23 @@ class Thresholds:
 
 
 @dataclass(frozen=True, slots=True)
+class _Polled:
+    """A sensor with what the hot path needs worked out once."""
+
+    record: SensorRecord
+    name: str
+    unit: str
+    request: bytes  # Get Sensor Reading data: the sensor number
+
+
+@dataclass(frozen=True, slots=True)
 class SdrSnapshot:
     """The sensors of one SDR repository read, and the stamps it was read at."""
 
     addition_timestamp: int
     erase_timestamp: int
     sensors: tuple[SensorRecord, ...]
+    polled: tuple[_Polled, ...]
 
 
 class BmcDriver:
@@ -272,20 +283,21 @@ class BmcDriver:
     async def _read_sensors(self) -> dict[str, Point]:
         self._require_line()
         points: dict[str, Point] = {}
-        for record in self.sensors:
+        polled = self._sdr.polled if self._sdr is not None else ()
+        call = self._client.call
+        for sensor in polled:
             try:
-                rsp = await self._client.call(NetFn.SENSOR_EVENT, Cmd.GET_SENSOR_READING,
-                                              bytes((record.sensor_number,)))
+                rsp = await call(NetFn.SENSOR_EVENT, Cmd.GET_SENSOR_READING, sensor.request)
                 reading = SensorReading.from_bytes(rsp.data)
             except IpmiTimeout:
                 raise  # the BMC is silent: the whole poll failed
             except (IpmiFrameError, IpmiCompletionError) as exc:
                 # Noise that outlasted the retries, or a refusal for this sensor only.
-                log.debug("bmc_sensor_unreadable", bmc=self.name, sensor=record.point_name,
+                log.debug("bmc_sensor_unreadable", bmc=self.name, sensor=sensor.name,
                           error=str(exc))
-                points[record.point_name] = Point(None, record.unit_symbol, Quality.BAD)
+                points[sensor.name] = Point(None, sensor.unit, Quality.BAD)
                 continue
-            points[record.point_name] = sensor_point(record, reading)
+            points[sensor.name] = sensor_point(sensor.record, reading, sensor.unit)
         return points
 
     async def _read_slow(self) -> dict[str, Point]:
@@ -373,7 +385,10 @@ class BmcDriver:
         for record in records:
             if record.is_analog:
                 thresholds[record.point_name] = await self._read_thresholds(record)
-        self._sdr = SdrSnapshot(info.addition_timestamp, info.erase_timestamp, tuple(records))
+        polled = tuple(_Polled(r, r.point_name, r.unit_symbol, bytes((r.sensor_number,)))
+                       for r in records)
+        self._sdr = SdrSnapshot(info.addition_timestamp, info.erase_timestamp, tuple(records),
+                                polled)
         self._thresholds = thresholds
         self.sdr_reads += 1
 
@@ -436,9 +451,10 @@ class BmcDriver:
         self._line.write(data)
 
 
-def sensor_point(record: SensorRecord, reading: SensorReading) -> Point:
+def sensor_point(record: SensorRecord, reading: SensorReading, unit: str | None = None) -> Point:
     """One Get Sensor Reading through the sensor's SDR; BAD unless it can be trusted."""
-    unit = record.unit_symbol
+    if unit is None:
+        unit = record.unit_symbol
     if reading.unavailable or not reading.scanning_enabled:
         return Point(None, unit, Quality.BAD)
     if not record.is_threshold:

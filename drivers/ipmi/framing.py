@@ -11,6 +11,7 @@ and `]` must be followed directly by a line end.
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
 
 from drivers.errors import FrameError
@@ -23,6 +24,9 @@ _CR = 0x0D
 _LF = 0x0A
 _SPACE = 0x20
 _HEX_DIGITS = frozenset(b"0123456789abcdefABCDEF")
+# The common case, checked in C: hex pairs with optional spaces between them.
+_WELL_FORMED = re.compile(rb" *[0-9A-Fa-f]{2}(?: *[0-9A-Fa-f]{2})* *")
+_DELIMITER = re.compile(rb"[\[\]\r\n]")
 
 
 class IpmiFrameError(FrameError):
@@ -52,6 +56,8 @@ def encode_frame(payload: bytes, line_end: bytes = b"\r") -> bytes:
 
 def decode_body(body: bytes) -> bytes:
     """Hex text between the brackets -> bytes; raises IpmiFrameError naming the fault."""
+    if _WELL_FORMED.fullmatch(body):
+        return bytes.fromhex(body.replace(b" ", b"").decode("ascii"))
     if body[:3].upper() == b"ERR":
         code_text = body[3:].strip()
         code: int | None
@@ -145,8 +151,8 @@ class FrameReader:
         """Collect body bytes up to a delimiter; return the index to continue at."""
         n = len(data)
         start = i
-        while i < n and data[i] not in (_OPEN, _CLOSE, _CR, _LF):
-            i += 1
+        found = _DELIMITER.search(data, i)
+        i = found.start() if found else n
         self._body += data[start:i]
         if len(self._body) + 2 > MAX_MESSAGE_CHARS:
             size = len(self._body)
