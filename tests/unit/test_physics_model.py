@@ -8,6 +8,7 @@ import pytest
 
 from sim_devices.physics import PhysicsInputError, PodModel, ServerId
 from sim_devices.physics import constants as k
+from sim_devices.plot_step import step_response
 
 SETTLE_S = 3_600.0
 
@@ -73,50 +74,41 @@ def test_design_point_flow_is_one_and_a_half_lpm_per_kw() -> None:
     assert model.design_rack_flow_lpm * 8 == pytest.approx(1.5 * design_kw)
 
 
-def step_response(pump_pct: float) -> list[tuple[float, float]]:
-    """Supply temperature after a 30 % -> 90 % workload step at t = 0."""
-    model = make(pump_pct=pump_pct, workload_pct=30.0)
-    steady(model)
-    model.set_workload(90.0)
-    trace = [(0.0, model.snapshot().cooling.supply_temp_c)]
-    for _ in range(1_800):
-        model.step(1.0)
-        trace.append((model.time_s - SETTLE_S, model.snapshot().cooling.supply_temp_c))
-    return trace
-
-
 def test_supply_temperature_lags_a_workload_step_and_settles() -> None:
-    trace = step_response(60.0)
-    start_c, end_c = trace[0][1], trace[-1][1]
+    """The trace plotted in docs/sim-step-response.png (pump fixed at 60 %)."""
+    trace = step_response(60.0, sample_s=1.0)
+    supply = trace.supply_c
+    assert trace.time_s[600] == pytest.approx(600.0)
+    start_c, end_c = supply[0], supply[-1]
     rise_k = end_c - start_c
     assert rise_k > 2.0  # a visible rise
-    at = dict(trace)
-    # First-order-ish lag: after 10 s almost nothing, after 60 s well short of done.
-    assert at[10.0] - start_c < 0.1 * rise_k
-    assert at[60.0] - start_c < 0.6 * rise_k
-    assert at[600.0] - start_c > 0.9 * rise_k
+    # A lag, not a jump: after 10 s almost nothing, after 60 s well short of done.
+    assert supply[10] - start_c < 0.1 * rise_k
+    assert supply[60] - start_c < 0.6 * rise_k
+    assert supply[600] - start_c > 0.9 * rise_k
     # Settled: the last five minutes move less than 1 % of the rise.
-    assert abs(end_c - at[1_500.0]) < 0.01 * rise_k
-    # Monotonic: no overshoot in an open-loop first-order plant.
-    values = [v for _, v in trace]
-    assert all(b >= a - 1e-9 for a, b in itertools.pairwise(values))
+    assert abs(end_c - supply[1_500]) < 0.01 * rise_k
+    # Monotonic: no overshoot in an open-loop plant made of first-order lags.
+    assert all(b >= a - 1e-9 for a, b in itertools.pairwise(supply))
 
 
 def test_faster_pump_settles_return_and_gpus_lower() -> None:
-    """At 100 % pump the loop runs cooler where it matters: return and GPUs.
+    """At 100 % pump the loop settles cooler where it matters: return and GPUs.
 
-    The CDU's supply temperature is the hot-side outlet of the heat exchanger;
-    with the valve fixed, more secondary flow spends less time in the
-    exchanger, so supply settles slightly *higher* (a few tenths to ~2.5 K)
-    while the return and every GPU settle lower. See docs/simulator.md.
+    The CDU's supply temperature is the hot-side outlet of the heat exchanger.
+    With the facility valve fixed, more secondary flow leaves the exchanger
+    sooner, so supply settles *higher* (by ~2.6 K here) while the return and
+    every GPU settle lower. In closed loop the valve holds supply; see
+    docs/simulator.md, "Step response".
     """
-    slow, fast = make(pump_pct=60.0, workload_pct=90.0), make(pump_pct=100.0, workload_pct=90.0)
-    steady(slow)
-    steady(fast)
-    s, f = slow.snapshot(), fast.snapshot()
-    assert f.cooling.return_temp_c < s.cooling.return_temp_c - 2.0
-    assert max(f.servers[0].gpu_temps_c) < max(s.servers[0].gpu_temps_c) - 5.0
-    assert 0.0 < f.cooling.supply_temp_c - s.cooling.supply_temp_c < 3.0
+    slow, fast = step_response(60.0), step_response(100.0)
+    assert fast.return_c[-1] < slow.return_c[-1] - 2.0
+    assert fast.gpu_max_c[-1] < slow.gpu_max_c[-1] - 5.0
+    assert 0.0 < fast.supply_c[-1] - slow.supply_c[-1] < 3.0
+    # Both rise with a lag and settle.
+    for trace in (slow, fast):
+        assert trace.supply_c[-1] - trace.supply_c[0] > 4.0
+        assert abs(trace.supply_c[-1] - trace.supply_c[-60]) < 0.05
 
 
 def test_opening_the_facility_valve_lowers_supply() -> None:
