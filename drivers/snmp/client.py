@@ -104,8 +104,11 @@ class SnmpClient:
         if self._link is not None:
             self._link.close()
             self._link = None
+        # A request still waiting fails as a transport error, not as a cancellation
+        # of its caller's task.
         for future, _ in self._pending.values():
-            future.cancel()
+            if not future.done():
+                future.set_exception(TransportError(f"SNMP client for {self.host} closed"))
         self._pending.clear()
 
     async def __aenter__(self) -> SnmpClient:

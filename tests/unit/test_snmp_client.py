@@ -206,6 +206,19 @@ async def test_set_uses_the_write_community(peer_factory: PeerFactory) -> None:
     assert peer.received[1].pdu.error_index == 7
 
 
+async def test_close_fails_a_request_in_flight_as_a_transport_error(
+    peer_factory: PeerFactory,
+) -> None:
+    _, port = await peer_factory(lambda m: [])
+    client = SnmpClient("127.0.0.1", port, timeout_s=5.0)
+    await client.open()
+    request = asyncio.create_task(client.get([SYS_NAME]))
+    await asyncio.sleep(0.01)
+    await client.close()
+    with pytest.raises(TransportError, match="closed"):
+        await request
+
+
 async def test_request_before_open_is_a_transport_error() -> None:
     client = SnmpClient("127.0.0.1", 9)
     with pytest.raises(TransportError, match="not open"):
