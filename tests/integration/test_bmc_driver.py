@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from drivers.base import Quality
-from drivers.errors import ValueRejected
+from drivers.base import DeviceDriver, Quality
+from drivers.errors import ConfigurationError, TransportError, ValueRejected
 from drivers.ipmi.bmc import BmcDriver
 from drivers.ipmi.client import IpmiTimeout
 from sim_devices.bmc import BmcFarm, BmcSpec, BmcState, ServedBmc, serve_bmcs
@@ -230,3 +230,47 @@ async def test_link_path_is_a_symlink_to_the_pty(rig: Rig, tmp_path: Path) -> No
     assert link.is_symlink() and str(link.resolve()).startswith("/dev/pts/")
     await rig.farm.close()
     assert not link.exists()
+
+
+async def test_unknown_commands_answer_c1(rig: Rig) -> None:
+    from drivers.ipmi.client import IpmiCompletionError
+
+    client = rig.driver._client  # the line the driver owns; no second opener on a pty
+    with pytest.raises(IpmiCompletionError) as info:
+        await client.call(0x2C, 0x00, b"\x00")  # ipmitool's PICMG probe
+    assert info.value.code == 0xC1
+    with pytest.raises(IpmiCompletionError) as info:
+        await client.call(0x06, 0x99)
+    assert info.value.code == 0xC1
+
+
+async def test_line_that_goes_away_raises_transport_error(tmp_path: Path) -> None:
+    farm = await serve_bmcs([BmcSpec("gone")], tmp_path)
+    driver = BmcDriver(farm["gone"].path, timeout_s=0.5, retries=0)
+    try:
+        await driver.connect()
+        await farm.close()  # the pty disappears under the driver (console server reboot)
+        with pytest.raises(TransportError):
+            async with asyncio.timeout(5):
+                await driver.read_group("sensors")
+    finally:
+        await driver.close()
+        await farm.close()
+
+
+async def test_missing_device_and_bad_port_strings(tmp_path: Path) -> None:
+    with pytest.raises(TransportError, match="cannot open"):
+        await BmcDriver(str(tmp_path / "nope.tty")).connect()
+    with pytest.raises(ConfigurationError, match="socket://"):
+        await BmcDriver("rfc2217://host:1").connect()
+    with pytest.raises(ConfigurationError, match="host:port"):
+        await BmcDriver("socket://nohost").connect()
+    with pytest.raises(ConfigurationError, match="positive"):
+        BmcDriver("/dev/null", timeout_s=0)
+
+
+def test_driver_satisfies_the_contract() -> None:
+    driver: DeviceDriver = BmcDriver("/dev/ttyS9", 115200, poll_s=1.0, timeout_s=0.5, retries=1)
+    assert driver.kind == "bmc"
+    assert [(g.name, g.period_s) for g in driver.poll_groups()] == [("sensors", 1.0),
+                                                                     ("slow", 1.0)]
