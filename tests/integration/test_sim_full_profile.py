@@ -8,6 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from drivers.base import DeviceDriver, PollGroup
+from drivers.errors import DriverError
+from drivers.ipmi.bmc import BmcDriver
+from drivers.modbus_cdu import CduDriver
+from drivers.snmp_pdu import SnmpPduDriver
 from megapodd.config import load_config
 from tests.helpers import free_tcp_port
 from tests.integration.sim_process import running_sim
@@ -75,3 +80,58 @@ async def test_full_profile_serves_everything_within_the_cpu_budget(tmp_path: Pa
         assert status["cooling"]["flow_lpm"] > 1_000
         assert await sim.stop() == 0
         assert pty_links(sim.state_dir / "pty") == []
+
+
+async def _poll(
+    driver: DeviceDriver, group: PollGroup, stop: asyncio.Event, errors: list[str]
+) -> None:
+    loop = asyncio.get_running_loop()
+    due = loop.time()
+    while not stop.is_set():
+        try:
+            await driver.read_group(group.name)
+        except DriverError as exc:
+            errors.append(f"{type(exc).__name__}: {exc}")
+        due += group.period_s
+        await asyncio.sleep(max(0.0, due - loop.time()))
+
+
+async def test_full_profile_polled_like_the_daemon_stays_in_budget(tmp_path: Path) -> None:
+    """The project's own drivers poll every device at the configured rates
+    (CDU 0.25 s, PDUs 1 s / 10 s, 144 BMCs 2 s) while the sim's CPU is measured."""
+    config_path = tmp_path / "pod.toml"
+    async with running_sim(
+        tmp_path / "sim", free_tcp_port(), ["--profile", "full", "--write-config", str(config_path)]
+    ) as sim:
+        config = load_config(config_path)
+        drivers: list[DeviceDriver] = [CduDriver(c.url, c.unit, c.poll_s) for c in config.cdu]
+        drivers += [
+            SnmpPduDriver(
+                host=p.host,
+                port=p.port,
+                outlets=p.outlets,
+                fast_poll_s=p.fast_poll_s,
+                slow_poll_s=p.slow_poll_s,
+            )
+            for p in config.pdu
+        ]
+        drivers += [BmcDriver(b.port, b.baud, b.poll_s, name=b.id) for b in config.bmc]
+        try:
+            await asyncio.gather(*(d.connect() for d in drivers))
+            stop, errors = asyncio.Event(), list[str]()
+            async with asyncio.TaskGroup() as tg:
+                for driver in drivers:
+                    for group in driver.poll_groups():
+                        tg.create_task(_poll(driver, group, stop, errors))
+                await asyncio.sleep(3.0)  # every group has polled at least once
+                loop = asyncio.get_running_loop()
+                cpu0, wall0 = process_cpu_s(sim.process.pid), loop.time()
+                await asyncio.sleep(MEASURE_S)
+                cpu1, wall1 = process_cpu_s(sim.process.pid), loop.time()
+                stop.set()
+        finally:
+            await asyncio.gather(*(d.close() for d in drivers))
+        fraction = (cpu1 - cpu0) / (wall1 - wall0)
+        print(f"full profile sim CPU under polling: {100 * fraction:.1f} % of one core")
+        assert errors == []
+        assert fraction < CPU_BUDGET_FRACTION
