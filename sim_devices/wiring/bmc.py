@@ -52,8 +52,9 @@ class BmcLink:
             inputs.chassis_on = st.chassis_on
             cap = st.power_cap_w(now_s)
             inputs.power_cap_w = None if cap is None else float(cap)
-            zones = st.fan_duty_pct
-            inputs.fan_duty_pct = 100.0 if st.fan_mode == 1 else sum(zones) / len(zones)
+            # Zone 0 (Supermicro's CPU/system zone) drives the chassis fans, as in
+            # the BMC sim's own placeholder; zone 1 (peripheral) has none modelled.
+            inputs.fan_duty_pct = 100.0 if st.fan_mode == 1 else float(st.fan_duty_pct[0])
 
     def write_from(self, snap: PodSnapshot) -> None:
         for server in snap.servers:

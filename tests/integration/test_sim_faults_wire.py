@@ -255,3 +255,29 @@ async def test_chassis_off_over_ipmi_drops_the_outlet_load(pod: SimPod) -> None:
     await wait_until(lambda: pod.model.snapshot().server(ServerId(2, 2)).power_w == 0.0, 5)
     assert (await snmp_ints(pod, "pdu-r2a", f"{OUTLET_POWER}.2"))[0] == 0
     assert await sensor(pod, "r2s02", "PSU Power") == 0
+
+
+async def test_dcmi_power_limit_caps_the_servers_power(pod: SimPod) -> None:
+    pod.inject("workload", ["r1", "100"])
+    await wait_until(lambda: pod.model.snapshot().server(ServerId(1, 1)).power_w > 10_000, 5)
+    for args in (("dcmi", "power", "set_limit", "limit", "6000"), ("dcmi", "power", "activate")):
+        result = await ipmitool(pod, "r1s01", *args)
+        assert result.returncode == 0, result.err
+    # The cap is in force 1 s after activation and the server follows within 2 s.
+    await wait_until(lambda: pod.model.snapshot().server(ServerId(1, 1)).power_w < 6_050, 5)
+    assert await sensor(pod, "r1s01", "PSU Power") == pytest.approx(6_000, abs=100)
+    assert (await snmp_ints(pod, "pdu-r1a", f"{OUTLET_POWER}.1"))[0] == pytest.approx(6_000, abs=60)
+    assert pod.model.snapshot().server(ServerId(1, 2)).power_w > 10_000  # only r1s01 capped
+
+
+async def test_fan_duty_over_ipmi_sets_rpm_and_cools_the_air(pod: SimPod) -> None:
+    before_rpm = await sensor(pod, "r2s04", "Fan1")
+    air_before = pod.model.snapshot().server(ServerId(2, 4)).outlet_air_c
+    result = await ipmitool(pod, "r2s04", "raw", "0x30", "0x70", "0x66", "0x01", "0x00", "0x64")
+    assert result.returncode == 0, result.err
+    await wait_until(lambda: pod.model.servers[ServerId(2, 4)].fan_duty_pct == 100.0, 5)
+    assert await sensor(pod, "r2s04", "Fan1") == 16_000 > before_rpm
+    # 10 s air lag at x20: settled within a couple of wall seconds.
+    await wait_until(
+        lambda: pod.model.snapshot().server(ServerId(2, 4)).outlet_air_c < air_before - 2.0, 5
+    )
