@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,7 @@ class SimPod:
         self.faults: dict[tuple[str, ...], f.Fault] = {}
         self._links: _Links | None = None
         self.ticks = 0
+        self._started_s = 0.0  # loop time when the devices came up
 
     @property
     def links(self) -> _Links:
@@ -146,13 +148,19 @@ class SimPod:
                 cdu_port=cdu.port,
                 speed=opts.speed,
             )
+            self._started_s = asyncio.get_running_loop().time()
             if ready is not None:
                 ready.set()
             async with asyncio.TaskGroup() as tg:
                 ticker = tg.create_task(self._tick_forever(), name="sim-pod-tick")
                 await stop.wait()
                 ticker.cancel()
-        log.info("sim_pod_stopped", ticks=self.ticks)
+        log.info(
+            "sim_pod_stopped",
+            ticks=self.ticks,
+            uptime_s=round(asyncio.get_running_loop().time() - self._started_s, 1),
+            process_cpu_s=round(time.process_time(), 2),
+        )
 
     def _forget_links(self) -> None:
         self._links = None
@@ -356,6 +364,9 @@ class SimPod:
         return {
             "time_s": snap.time_s,
             "speed": self.options.speed,
+            # This process's CPU (all its devices), to check the budget against uptime.
+            "process_cpu_s": time.process_time(),
+            "uptime_s": asyncio.get_running_loop().time() - self._started_s,
             "layout": {
                 "racks": self.options.layout.racks,
                 "servers_per_rack": self.options.layout.servers_per_rack,
