@@ -114,6 +114,9 @@ class ControlServer:
             return self._handler(request)
         except ValueError as exc:  # the handler's way of saying "bad request"
             return {"ok": False, "error": str(exc)}
+        except Exception as exc:  # one bad request must not end the control socket
+            log.exception("sim_control_request_failed", op=request.get("op"))
+            return {"ok": False, "error": f"internal error: {type(exc).__name__}: {exc}"}
 
 
 def _encode(reply: dict[str, Any]) -> bytes:

@@ -234,7 +234,12 @@ class SimPod:
             # "all" sets every rack: per-rack workloads give way to it.
             for key in [key for key in self.faults if key[0] == f.FaultKind.WORKLOAD]:
                 self.faults.pop(key)
-        self._apply(fault)
+        try:
+            self._apply(fault)
+        except BaseException:
+            if previous is not None:
+                self._apply(previous)  # leave the pod as it was
+            raise
         self.faults[fault.key] = fault
         self._tick(0.0)  # the devices show the fault at once, not a tick later
         log.warning("sim_fault_injected", fault=f.describe(fault))

@@ -281,3 +281,35 @@ async def test_fan_duty_over_ipmi_sets_rpm_and_cools_the_air(pod: SimPod) -> Non
     await wait_until(
         lambda: pod.model.snapshot().server(ServerId(2, 4)).outlet_air_c < air_before - 2.0, 5
     )
+
+
+def workloads(pod: SimPod) -> dict[int, set[float]]:
+    by_rack: dict[int, set[float]] = {}
+    for sid, inputs in pod.model.servers.items():
+        by_rack.setdefault(sid.rack, set()).add(inputs.workload_pct)
+    return by_rack
+
+
+async def test_workload_faults_layer_and_clear_back(pod: SimPod) -> None:
+    pod.inject("workload", ["r1", "20"])
+    assert workloads(pod) == {1: {20.0}, 2: {50.0}}
+    pod.inject("workload", ["all", "80"])  # "all" replaces per-rack values
+    assert workloads(pod) == {1: {80.0}, 2: {80.0}}
+    assert pod.active() == ["workload all 80"]
+    pod.inject("workload", ["r2", "10"])
+    assert workloads(pod) == {1: {80.0}, 2: {10.0}}
+    pod.clear("workload", ["r2"])  # back to the pod-wide value, not the default
+    assert workloads(pod) == {1: {80.0}, 2: {80.0}}
+    pod.inject("workload", ["r2", "10"])
+    pod.clear("workload", ["all"])  # r2 keeps its own
+    assert workloads(pod) == {1: {50.0}, 2: {10.0}}
+    pod.clear(None, [])
+    assert workloads(pod) == {1: {50.0}, 2: {50.0}}
+
+
+async def test_a_refused_replacement_leaves_the_previous_fault_in_force(pod: SimPod) -> None:
+    pod.inject("sensor-stuck", ["r1s01", "gpu2_temp_c", "60"])
+    with pytest.raises(ValueError, match="cannot be read from this sensor"):
+        pod.inject("sensor-stuck", ["r1s01", "gpu2_temp_c", "999"])
+    assert pod.active() == ["sensor-stuck r1s01 gpu2_temp_c 60"]
+    assert await sensor(pod, "r1s01", "GPU2 Temp") == 60
