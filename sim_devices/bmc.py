@@ -27,7 +27,9 @@ it from the physics model:
   bytes), `stuck_raw` {sensor ID string: raw byte} (a stuck or out-of-range
   value: see `out_of_range_raw`), `unavailable` {sensor ID strings flagged
   reading-unavailable}, `cancel_reservation_every` (lose the SDR reservation
-  every N partial Get SDRs, as when another client reserves).
+  every N partial Get SDRs, as when another client reserves),
+  `corrupt_sdr_reads` (the next N Get SDR replies carry one flipped bit in
+  otherwise valid hex: the corruption no framing check can see).
 """
 
 from __future__ import annotations
@@ -109,6 +111,7 @@ class BmcState:
     stuck_raw: dict[str, int] = field(default_factory=dict)
     unavailable: set[str] = field(default_factory=set)
     cancel_reservation_every: int = 0
+    corrupt_sdr_reads: int = 0
     # what happened (for tests and the orchestrator)
     resets: int = 0
     power_cap_min_w: int = 100
@@ -420,7 +423,11 @@ class SimBmc:
             raise _Refuse(CompletionCode.CANNOT_RETURN_BYTES)
         index = self._record_ids.index(record_id)
         next_id = self._record_ids[index + 1] if index + 1 < len(self._record_ids) else 0xFFFF
-        return Response.to(req, 0, next_id.to_bytes(2, "little") + raw[offset : offset + count])
+        chunk = bytearray(raw[offset : offset + count])
+        if self.state.corrupt_sdr_reads > 0 and chunk:
+            self.state.corrupt_sdr_reads -= 1
+            chunk[self._rng.randrange(len(chunk))] ^= 1 << self._rng.randrange(8)
+        return Response.to(req, 0, next_id.to_bytes(2, "little") + bytes(chunk))
 
     def _dcmi(self, req: Request) -> Response:
         if not req.data or req.data[0] != DCMI_GROUP:

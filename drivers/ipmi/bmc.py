@@ -50,6 +50,10 @@ log = structlog.get_logger(__name__)
 SDR_CHUNK_BYTES = 16  # 16 data bytes keep a Get SDR reply well under 122 characters
 LAST_RECORD_ID = 0xFFFF
 MAX_RESERVATION_RETRIES = 5
+SDR_READ_ATTEMPTS = 5  # reads allowed to get two matching copies of one record in a row
+# A corrupted header length leads the driver to ask for bytes past the record's end.
+_SUSPECT_SDR_CODES = (CompletionCode.CANNOT_RETURN_BYTES, CompletionCode.PARAMETER_OUT_OF_RANGE,
+                      CompletionCode.INVALID_DATA_FIELD)
 MAX_SDR_RECORDS = 1024  # a repository with more is broken (or a next-record loop)
 THRESHOLD_NAMES = ("lnc", "lc", "lnr", "unc", "uc", "unr")
 
@@ -126,6 +130,7 @@ class BmcDriver:
     async def connect(self) -> None:
         if self._line is not None and self._line.is_open:
             return
+        await self.close()  # a line the peer closed: release it before opening anew
         self._line = await open_line(self.port, self.baud, self._client.data_received,
                                      self._client.connection_lost)
         try:
@@ -373,8 +378,14 @@ class BmcDriver:
             if record_id in seen or len(seen) >= MAX_SDR_RECORDS:
                 raise SdrError(f"bmc {self.name}: SDR walk loops at record {record_id}")
             seen.add(record_id)
-            next_id, raw, reservation = await self._read_record(record_id, reservation)
-            record = parse_sensor_record(raw)
+            next_id, raw, reservation = await self._read_record_twice(record_id, reservation)
+            try:
+                record = parse_sensor_record(raw)
+            except SdrError as exc:
+                # Read twice alike, so not line noise: a record kind this driver cannot use.
+                log.warning("bmc_sdr_record_skipped", bmc=self.name, record_id=record_id,
+                            error=str(exc))
+                record = None
             if record is not None:
                 records.append(record)
             record_id = next_id
@@ -395,6 +406,34 @@ class BmcDriver:
     async def _reserve(self) -> int:
         rsp = await self._client.call(NetFn.STORAGE, Cmd.RESERVE_SDR_REPOSITORY)
         return int.from_bytes(rsp.data[:2], "little")
+
+    async def _read_record_twice(self, record_id: int,
+                                 reservation: int) -> tuple[int, bytes, int]:
+        """A record read until two reads agree.
+
+        Terminal Mode has no checksum and every reading is converted through these
+        bytes for as long as they are cached, so one flipped hex digit in M or B
+        must not slip through: a record is trusted only when two reads match. A
+        refusal to return bytes is what a flipped length byte leads to: read again.
+        """
+        previous: tuple[int, bytes] | None = None
+        for _ in range(SDR_READ_ATTEMPTS):
+            try:
+                next_id, raw, reservation = await self._read_record(record_id, reservation)
+            except (IpmiCompletionError, SdrError) as exc:
+                if isinstance(exc, IpmiCompletionError) and exc.code not in _SUSPECT_SDR_CODES:
+                    raise
+                log.warning("bmc_sdr_read_failed", bmc=self.name, record_id=record_id,
+                            error=str(exc))
+                previous = None
+                continue
+            if previous == (next_id, raw):
+                return next_id, raw, reservation
+            if previous is not None:
+                log.warning("bmc_sdr_reads_differ", bmc=self.name, record_id=record_id)
+            previous = (next_id, raw)
+        raise SdrError(f"bmc {self.name}: SDR {record_id}: no two of {SDR_READ_ATTEMPTS} "
+                       "reads agreed")
 
     async def _read_record(self, record_id: int, reservation: int) -> tuple[int, bytes, int]:
         """One whole record in chunks; re-reserve and resume when the reservation is lost."""

@@ -13,6 +13,7 @@ from drivers.base import DeviceDriver, Quality
 from drivers.errors import ConfigurationError, TransportError, ValueRejected
 from drivers.ipmi.bmc import BmcDriver
 from drivers.ipmi.client import IpmiTimeout
+from drivers.ipmi.sdr import SdrError
 from sim_devices.bmc import BmcFarm, BmcSpec, BmcState, ServedBmc, serve_bmcs
 from tests.helpers import free_tcp_port
 
@@ -197,6 +198,25 @@ async def test_sdr_reservation_lost_is_resumed(tmp_path: Path) -> None:
         assert driver.counters.completion_errors >= 10  # C5s met and survived
         points = await driver.read_group("sensors")
         assert points["gpu8_temp_c"].value == farm["srv02"].bmc.value_of("GPU8 Temp")
+    finally:
+        await driver.close()
+        await farm.close()
+
+
+async def test_sdr_bit_flip_is_caught_by_reading_records_twice(tmp_path: Path) -> None:
+    # Flipped bits in valid hex pass every framing check; only a second read shows them.
+    state = BmcState()
+    farm = await serve_bmcs([BmcSpec("srv04", state, seed=5)], tmp_path)
+    driver = BmcDriver(farm["srv04"].path, timeout_s=0.5)
+    try:
+        state.corrupt_sdr_reads = 40  # every chunk of the first reads comes back wrong
+        with pytest.raises(SdrError, match="no two of 5 reads agreed"):
+            await driver.connect()
+        state.corrupt_sdr_reads = 3  # a few flips, then clean reads
+        await driver.connect()
+        assert state.corrupt_sdr_reads == 0
+        points = await driver.read_group("sensors")
+        assert {n: p.value for n, p in points.items()} == expected(farm["srv04"])
     finally:
         await driver.close()
         await farm.close()
