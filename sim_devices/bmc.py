@@ -34,10 +34,12 @@ it from the physics model:
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import functools
 import random
+import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -601,3 +603,37 @@ async def serve_bmcs(specs: Sequence[BmcSpec], link_dir: Path) -> BmcFarm:
         raise
     log.info("bmc_farm_started", count=len(specs), link_dir=str(link_dir))
     return farm
+
+
+async def _run_standalone(count: int, link_dir: Path, tcp_base_port: int | None,
+                          garbage_rate: float) -> None:
+    specs = [BmcSpec(f"srv{i + 1:03d}", BmcState(garbage_rate=garbage_rate),
+                     tcp_port=None if tcp_base_port is None else tcp_base_port + i, seed=i)
+             for i in range(count)]
+    farm = await serve_bmcs(specs, link_dir)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    for name, served in farm.bmcs.items():
+        print(f"{name} {served.path} -> {served.line.slave_name}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await farm.close()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """`python -m sim_devices.bmc --count 4 --link-dir /tmp/bmcs`: BMCs until Ctrl-C."""
+    parser = argparse.ArgumentParser(description="Simulated IPMI Terminal Mode BMCs on ptys")
+    parser.add_argument("--count", type=int, default=1)
+    parser.add_argument("--link-dir", type=Path, default=Path("/tmp/megapod-bmcs"))  # noqa: S108
+    parser.add_argument("--tcp-base-port", type=int, default=None)
+    parser.add_argument("--garbage-rate", type=float, default=0.0)
+    args = parser.parse_args(argv)
+    asyncio.run(_run_standalone(args.count, args.link_dir, args.tcp_base_port,
+                                args.garbage_rate))
+
+
+if __name__ == "__main__":
+    main()
