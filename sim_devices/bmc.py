@@ -98,6 +98,7 @@ class BmcState:
     leak: bool = False
     chassis_on: bool = True
     power_limit_w: int = 12000
+    power_cap_min_w: int = 100  # Set Power Limit below this answers C9
     power_limit_active: bool = False
     power_limit_activated_at: float = 0.0
     fan_duty_pct: list[int] = field(default_factory=lambda: [50] * FAN_ZONES)
@@ -115,8 +116,7 @@ class BmcState:
     cancel_reservation_every: int = 0
     corrupt_sdr_reads: int = 0
     # what happened (for tests and the orchestrator)
-    resets: int = 0
-    power_cap_min_w: int = 100
+    resets: int = 0  # hard resets received
 
     def power_cap_w(self, now: float) -> int | None:
         if self.power_limit_active and now >= self.power_limit_activated_at + POWER_CAP_DELAY_S:
