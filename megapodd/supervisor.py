@@ -25,6 +25,10 @@ from megapodd.store import DeviceState, PointStore
 
 log = structlog.get_logger("megapodd.supervisor")
 
+# Polls due within this margin run now: waiting for a sliver of time below the
+# loop's clock resolution would spin without the clock moving.
+_DUE_MARGIN_S = 1e-3
+
 # Hook run with the driver right after each (re)connect, before polling starts:
 # e.g. the CDU's watchdog timeout is written here.
 OnConnect = Callable[[DeviceDriver], Awaitable[None]]
@@ -164,14 +168,14 @@ class DeviceSupervisor:
             await self._run_actions()
             now = loop.time()
             for schedule in self._schedules:
-                if schedule.due_s <= now:
+                if schedule.due_s <= now + _DUE_MARGIN_S:
                     schedule.due_s = max(schedule.due_s + schedule.group.period_s, now)
                     await self._poll_group(schedule, loop)
             self._refresh_staleness(loop.time())
             next_due = min(s.due_s for s in self._schedules)
             self._wake.clear()
             delay = next_due - loop.time()
-            if delay > 0 and not self._actions:
+            if delay > _DUE_MARGIN_S and not self._actions:
                 try:
                     async with asyncio.timeout(delay):
                         await self._wake.wait()
