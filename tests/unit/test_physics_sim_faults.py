@@ -86,9 +86,10 @@ def test_bad_faults_say_what_is_wrong(words: tuple[str, ...], message: str) -> N
 
 def test_keys_let_one_fault_replace_another_on_the_same_thing() -> None:
     assert parse("facility-hot", "30").key == parse("facility-hot", "40").key
-    assert parse("sensor-stuck", "cdu1", "flow_lpm", "1").key == parse(
-        "sensor-range", "cdu1", "flow_lpm"
-    ).key
+    assert (
+        parse("sensor-stuck", "cdu1", "flow_lpm", "1").key
+        == parse("sensor-range", "cdu1", "flow_lpm").key
+    )
     assert parse("leak", "r1").key != parse("leak", "r1s01").key
 
 
