@@ -178,3 +178,23 @@ async def test_port_in_use_is_a_clear_failure(tmp_path: Path) -> None:
         result = await run_cli("run", "--state-dir", str(tmp_path), "--base-port", str(port))
     assert result.returncode == 1
     assert "cannot start" in result.stderr
+
+
+async def test_bmcs_on_tcp_answer_terminal_mode(tmp_path: Path) -> None:
+    base = free_tcp_port()
+    config_path = tmp_path / "pod.toml"
+    async with running_sim(
+        tmp_path / "sim", base, ["--bmc-tcp", "--write-config", str(config_path)]
+    ) as running:
+        config = load_config(config_path)
+        assert config.bmc[0].port == f"socket://127.0.0.1:{base + 3}"  # after CDU + 2 PDUs
+        reader, writer = await asyncio.open_connection("127.0.0.1", base + 3)
+        try:
+            writer.write(b"[18 00 01]\r")  # App NetFn, seq 0, Get Device ID
+            async with asyncio.timeout(5):
+                reply = await reader.readuntil(b"\n")
+        finally:
+            writer.close()
+            await writer.wait_closed()
+        assert reply.replace(b" ", b"").upper().startswith(b"[1C000100")
+        assert await running.stop() == 0
