@@ -6,17 +6,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
 
 import structlog
 
-from megapodd.api.server import ApiError, ApiServer, Command, Role
+from megapodd.api.server import ApiServer
+from megapodd.commands import CommandService
 from megapodd.config import Config
 from megapodd.control_tick import ControlTick, HeartbeatDue
 from megapodd.devices import build_devices
 from megapodd.events import EventBus, Severity
 from megapodd.mqtt.publisher import MqttPublisher
+from megapodd.point_events import PointEvents
 from megapodd.sdnotify import Notifier
 from megapodd.store import PointStore
 
@@ -49,12 +50,14 @@ class Daemon:
         self.devices = build_devices(config, self.store, self.events)
         duties = [
             HeartbeatDue(max(1.0, cdu.config.watchdog_timeout_s / 3), cdu.heartbeat)
-            for cdu in self.devices.cdus
+            for cdu in self.devices.cdus.values()
         ]
         self.tick = ControlTick(config.control.tick_s, self.notifier, duties)
+        self.point_events = PointEvents(self.store, self.events)
+        self.commands = CommandService(config, self.store, self.events, self.devices, self.pod_info)
         self.api = ApiServer(
             config.api.socket,
-            self._commands(),
+            self.commands.commands(),
             reader_group=config.api.reader_group,
             admin_group=config.api.admin_group,
         )
@@ -93,36 +96,13 @@ class Daemon:
                 task.cancel()
         self.notifier.close()
 
-    # -- local API ---------------------------------------------------------
-
-    def _commands(self) -> dict[str, Command]:
+    def pod_info(self) -> dict[str, object]:
         return {
-            "status": Command(self._status, Role.READER, "pod and device status"),
-            "events": Command(self._recent_events, Role.READER, "recent events"),
-        }
-
-    async def _status(self, args: Mapping[str, object], _role: Role) -> object:
-        device = args.get("device")
-        devices = [d.as_json() for d in self.store.devices()]
-        if device is not None:
-            devices = [d for d in devices if d["id"] == device]
-            if not devices:
-                raise ApiError(f"no device {device!r}")
-        return {
-            "pod": {
-                "id": self.config.pod.id,
-                "version": self.version,
-                "boot_id": self.boot_id,
-                "mqtt": {
-                    "connected": self.publisher.connected,
-                    "pending_events": self.publisher.pending_events,
-                },
+            "id": self.config.pod.id,
+            "version": self.version,
+            "boot_id": self.boot_id,
+            "mqtt": {
+                "connected": self.publisher.connected,
+                "pending_events": self.publisher.pending_events,
             },
-            "devices": devices,
         }
-
-    async def _recent_events(self, args: Mapping[str, object], _role: Role) -> object:
-        count = args.get("count", 20)
-        if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= 500:
-            raise ApiError("count must be an integer from 1 to 500")
-        return [e.as_json() for e in list(self.events.recent)[-count:]]

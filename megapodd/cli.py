@@ -146,6 +146,16 @@ async def _events(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+async def _outlet(args: argparse.Namespace, console: Console) -> int:
+    request = {"pdu": args.pdu, "outlet": args.outlet, "action": args.action}
+    result: Any = await call(_socket_path(args), "outlet", request, timeout_s=30.0)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        console.print(f"{result['pdu']} outlet {result['outlet']}: {result['state']}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="megapodctl", description=__doc__)
     parser.add_argument(
@@ -164,6 +174,12 @@ def _parser() -> argparse.ArgumentParser:
     events.add_argument("-n", "--count", type=int, default=20)
     events.add_argument("--json", action="store_true")
     events.set_defaults(func=_events)
+    outlet = sub.add_parser("outlet", help="switch a PDU outlet (admin)")
+    outlet.add_argument("pdu", help="PDU id")
+    outlet.add_argument("outlet", type=int, help="outlet number, from 1")
+    outlet.add_argument("action", choices=["on", "off", "reboot"])
+    outlet.add_argument("--json", action="store_true")
+    outlet.set_defaults(func=_outlet)
     return parser
 
 

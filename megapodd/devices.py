@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from drivers.base import DeviceDriver
 from drivers.modbus_cdu import CduDriver
-from megapodd.config import CduConfig, Config
+from drivers.snmp_pdu import SnmpPduDriver
+from megapodd.config import CduConfig, Config, ConfigError, PduConfig
 from megapodd.events import EventBus
 from megapodd.store import PointStore
 from megapodd.supervisor import DeviceSupervisor, SupervisorSettings
@@ -23,40 +25,86 @@ class CduHandle:
         self.supervisor.submit("heartbeat", self.driver.heartbeat)
 
 
+@dataclass(frozen=True, slots=True)
+class PduHandle:
+    config: PduConfig
+    driver: SnmpPduDriver
+    supervisor: DeviceSupervisor
+
+
 @dataclass(slots=True)
 class Devices:
-    cdus: list[CduHandle]
-    supervisors: list[DeviceSupervisor]
+    cdus: dict[str, CduHandle] = field(default_factory=dict)
+    pdus: dict[str, PduHandle] = field(default_factory=dict)
+    supervisors: list[DeviceSupervisor] = field(default_factory=list)
 
 
-def build_devices(config: Config, store: PointStore, events: EventBus) -> Devices:
-    cdus: list[CduHandle] = []
-    supervisors: list[DeviceSupervisor] = []
+def _secret(path: Path | None, key: str, config_path: Path) -> str:
+    if path is None:
+        return ""
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(config_path, [f"{key}: cannot read {path}: {exc.strerror}"]) from None
+
+
+def _build_cdu(cfg: CduConfig, store: PointStore, events: EventBus) -> CduHandle:
+    driver = CduDriver(
+        cfg.url, unit=cfg.unit, poll_s=cfg.poll_s, timeout_s=cfg.timeout_s, retries=cfg.retries
+    )
+
+    async def on_connect(_driver: DeviceDriver) -> None:
+        # Arm the CDU's own watchdog first: from here on, if we stop
+        # heartbeating, it goes to its failsafe speed (invariant 5).
+        await driver.set_watchdog_timeout_s(cfg.watchdog_timeout_s)
+        await driver.heartbeat()
+
+    supervisor = DeviceSupervisor(
+        cfg.id,
+        driver,
+        store,
+        events,
+        SupervisorSettings(timeout_s=cfg.timeout_s),
+        on_connect=on_connect,
+    )
+    return CduHandle(cfg, driver, supervisor)
+
+
+def _build_pdu(
+    cfg: PduConfig, index: int, store: PointStore, events: EventBus, config_path: Path
+) -> PduHandle:
+    driver = SnmpPduDriver(
+        host=cfg.host,
+        port=cfg.port,
+        version=cfg.version,
+        community=cfg.community,
+        write_community=cfg.write_community,
+        user=cfg.user,
+        auth_passphrase=_secret(cfg.auth_key_file, f"pdu.{index}.auth_key_file", config_path),
+        priv_passphrase=_secret(cfg.priv_key_file, f"pdu.{index}.priv_key_file", config_path),
+        auth_protocol=cfg.auth_protocol,
+        outlets=cfg.outlets,
+        fast_poll_s=cfg.fast_poll_s,
+        slow_poll_s=cfg.slow_poll_s,
+        timeout_s=cfg.timeout_s,
+        retries=cfg.retries,
+    )
+    supervisor = DeviceSupervisor(
+        cfg.id, driver, store, events, SupervisorSettings(timeout_s=cfg.timeout_s)
+    )
+    return PduHandle(cfg, driver, supervisor)
+
+
+def build_devices(
+    config: Config, store: PointStore, events: EventBus, config_path: Path = Path("<config>")
+) -> Devices:
+    devices = Devices()
     for cdu_cfg in config.cdu:
-        driver = CduDriver(
-            cdu_cfg.url,
-            unit=cdu_cfg.unit,
-            poll_s=cdu_cfg.poll_s,
-            timeout_s=cdu_cfg.timeout_s,
-            retries=cdu_cfg.retries,
-        )
-
-        async def on_connect(
-            _driver: DeviceDriver, d: CduDriver = driver, c: CduConfig = cdu_cfg
-        ) -> None:
-            # Arm the CDU's own watchdog first: from here on, if we stop
-            # heartbeating, it goes to its failsafe speed (invariant 5).
-            await d.set_watchdog_timeout_s(c.watchdog_timeout_s)
-            await d.heartbeat()
-
-        supervisor = DeviceSupervisor(
-            cdu_cfg.id,
-            driver,
-            store,
-            events,
-            SupervisorSettings(timeout_s=cdu_cfg.timeout_s),
-            on_connect=on_connect,
-        )
-        cdus.append(CduHandle(cdu_cfg, driver, supervisor))
-        supervisors.append(supervisor)
-    return Devices(cdus=cdus, supervisors=supervisors)
+        cdu = _build_cdu(cdu_cfg, store, events)
+        devices.cdus[cdu_cfg.id] = cdu
+        devices.supervisors.append(cdu.supervisor)
+    for index, pdu_cfg in enumerate(config.pdu):
+        pdu = _build_pdu(pdu_cfg, index, store, events, config_path)
+        devices.pdus[pdu_cfg.id] = pdu
+        devices.supervisors.append(pdu.supervisor)
+    return devices

@@ -32,13 +32,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _report(exc: ConfigError) -> None:
+    print(f"{exc.path}: {len(exc.problems)} problem(s):", file=sys.stderr)
+    for problem in exc.problems:
+        print(f"  {problem}", file=sys.stderr)
+
+
 def _load(path: Path) -> Config | None:
     try:
         return load_config(path)
     except ConfigError as exc:
-        print(f"{exc.path}: {len(exc.problems)} problem(s):", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+        _report(exc)
         return None
 
 
@@ -62,7 +66,11 @@ def main(argv: list[str] | None = None) -> int:
     config = _load(args.config)
     if config is None:
         return EXIT_CONFIG
-    asyncio.run(_run(config))
+    try:
+        asyncio.run(_run(config))
+    except ConfigError as exc:  # found while building devices (e.g. an unreadable key file)
+        _report(exc)
+        return EXIT_CONFIG
     return 0
 
 

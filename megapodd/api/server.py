@@ -40,7 +40,19 @@ class ApiError(Exception):
     """A request was refused; the message goes back to the caller."""
 
 
-Handler = Callable[[Mapping[str, object], Role], Awaitable[object]]
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is asking, as the kernel tells it; commands are audited with it."""
+
+    uid: int
+    pid: int
+    role: Role
+
+    def as_json(self) -> dict[str, object]:
+        return {"uid": self.uid, "pid": self.pid, "role": self.role.name.lower()}
+
+
+Handler = Callable[[Mapping[str, object], Caller], Awaitable[object]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,9 +69,13 @@ def _group_id(name: str) -> int | None:
         return None
 
 
-def peer_role(sock: socket.socket, reader_group: str, admin_group: str) -> Role:
+def peer_caller(sock: socket.socket, reader_group: str, admin_group: str) -> Caller:
     creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    _pid, uid, gid = struct.unpack("3i", creds)
+    pid, uid, gid = struct.unpack("3i", creds)
+    return Caller(uid=uid, pid=pid, role=_role(uid, gid, reader_group, admin_group))
+
+
+def _role(uid: int, gid: int, reader_group: str, admin_group: str) -> Role:
     if uid in (0, os.getuid()):
         return Role.ADMIN
     try:
@@ -109,7 +125,7 @@ class ApiServer:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         sock = writer.get_extra_info("socket")
-        role = peer_role(sock, self._reader_group, self._admin_group)
+        caller = peer_caller(sock, self._reader_group, self._admin_group)
         try:
             while True:
                 try:
@@ -119,7 +135,7 @@ class ApiServer:
                     return
                 if not line:
                     return
-                response = await self._handle(line, role)
+                response = await self._handle(line, caller)
                 await self._reply(writer, response)
         except ConnectionError:
             return
@@ -132,7 +148,7 @@ class ApiServer:
         writer.write(json.dumps(response, separators=(",", ":")).encode() + b"\n")
         await writer.drain()
 
-    async def _handle(self, line: bytes, role: Role) -> dict[str, object]:
+    async def _handle(self, line: bytes, caller: Caller) -> dict[str, object]:
         try:
             request = json.loads(line)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -149,10 +165,10 @@ class ApiServer:
                 "ok": False,
                 "error": f"unknown command {name!r}; known: {sorted(self._commands)}",
             }
-        if role < command.role:
+        if caller.role < command.role:
             return {"ok": False, "error": f"{name!r} needs the {command.role.name.lower()} role"}
         try:
-            result = await command.handler(args, role)
+            result = await command.handler(args, caller)
         except ApiError as exc:
             return {"ok": False, "error": str(exc)}
         except Exception as exc:  # the daemon must outlive a bad request

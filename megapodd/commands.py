@@ -1,0 +1,130 @@
+"""What the local API can be asked to do. Every acting command is checked,
+audited as an event (with the caller's uid from the kernel) and answered with
+the confirmed result or an error that names the problem."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from drivers.errors import DeviceError, DriverError, TransportError, ValueRejected
+from drivers.snmp_pdu import OutletAction
+from megapodd.api.server import ApiError, Caller, Command, Role
+from megapodd.config import Config
+from megapodd.devices import Devices
+from megapodd.events import EventBus, Severity
+from megapodd.store import PointStore
+
+Args = Mapping[str, object]
+
+
+def arg_str(args: Args, key: str, choices: tuple[str, ...] | None = None) -> str:
+    value = args.get(key)
+    if not isinstance(value, str) or not value:
+        raise ApiError(f"{key!r} must be a non-empty string")
+    if choices is not None and value not in choices:
+        raise ApiError(f"{key!r} must be one of {', '.join(choices)}; got {value!r}")
+    return value
+
+
+def arg_int(args: Args, key: str, low: int, high: int) -> int:
+    value = args.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ApiError(f"{key!r} must be an integer from {low} to {high}; got {value!r}")
+    return value
+
+
+class CommandService:
+    def __init__(
+        self,
+        config: Config,
+        store: PointStore,
+        events: EventBus,
+        devices: Devices,
+        pod_info: Callable[[], dict[str, object]],
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._events = events
+        self._devices = devices
+        self._pod_info = pod_info
+
+    def commands(self) -> dict[str, Command]:
+        return {
+            "status": Command(self._status, Role.READER, "pod and device status"),
+            "events": Command(self._recent_events, Role.READER, "recent events"),
+            "outlet": Command(self._outlet, Role.ADMIN, "switch a PDU outlet on/off/reboot"),
+        }
+
+    # -- reading -------------------------------------------------------------
+
+    async def _status(self, args: Args, _caller: Caller) -> object:
+        device = args.get("device")
+        devices = [d.as_json() for d in self._store.devices()]
+        if device is not None:
+            devices = [d for d in devices if d["id"] == device]
+            if not devices:
+                raise ApiError(f"no device {device!r}")
+        return {"pod": self._pod_info(), "devices": devices}
+
+    async def _recent_events(self, args: Args, _caller: Caller) -> object:
+        count = arg_int(args, "count", 1, 500) if "count" in args else 20
+        return [e.as_json() for e in list(self._events.recent)[-count:]]
+
+    # -- acting --------------------------------------------------------------
+
+    async def audited(
+        self,
+        name: str,
+        source: str,
+        args: Args,
+        caller: Caller,
+        action: Callable[[], Awaitable[dict[str, Any]]],
+    ) -> dict[str, Any]:
+        """Run an acting command; every outcome is an event (never dropped)."""
+        data: dict[str, object] = {"command": name, "args": dict(args), "caller": caller.as_json()}
+        started = time.monotonic()
+        try:
+            result = await action()
+        except ValueRejected as exc:
+            self._events.emit(
+                "command_rejected", Severity.WARNING, source, f"{name} refused: {exc}", data
+            )
+            raise ApiError(f"refused: {exc}") from None
+        except DeviceError as exc:
+            self._events.emit(
+                "command_failed",
+                Severity.WARNING,
+                source,
+                f"{name}: device refused: {exc}",
+                {**data, "error": type(exc).__name__, "code": exc.code},
+            )
+            raise ApiError(f"device refused: {exc}") from None
+        except TransportError as exc:
+            self._events.emit(
+                "command_failed", Severity.WARNING, source, f"{name}: no answer: {exc}", data
+            )
+            raise ApiError(f"device did not answer: {exc}") from None
+        except DriverError as exc:
+            self._events.emit("command_failed", Severity.WARNING, source, f"{name}: {exc}", data)
+            raise ApiError(str(exc)) from None
+        data["result"] = result
+        data["duration_s"] = round(time.monotonic() - started, 3)
+        self._events.emit("command", Severity.INFO, source, f"{name} done: {result}", data)
+        return result
+
+    async def _outlet(self, args: Args, caller: Caller) -> object:
+        pdu_id = arg_str(args, "pdu")
+        pdu = self._devices.pdus.get(pdu_id)
+        if pdu is None:
+            raise ApiError(f"no PDU {pdu_id!r}; PDUs: {', '.join(sorted(self._devices.pdus))}")
+        outlet = arg_int(args, "outlet", 1, pdu.config.outlets)
+        action = OutletAction(arg_str(args, "action", tuple(a.value for a in OutletAction)))
+
+        async def switch() -> dict[str, Any]:
+            state = await pdu.driver.set_outlet(outlet, action)
+            pdu.supervisor.poll_now()  # the store shows the new state at once
+            return {"pdu": pdu_id, "outlet": outlet, "state": state}
+
+        return await self.audited("outlet", pdu_id, args, caller, switch)
