@@ -13,8 +13,9 @@ import structlog
 from megapodd.api.server import ApiServer
 from megapodd.commands import CommandService
 from megapodd.config import Config
+from megapodd.control.arbiter import OutputArbiter
 from megapodd.control_tick import ControlTick, HeartbeatDue
-from megapodd.devices import build_devices
+from megapodd.devices import build_devices, register_outputs
 from megapodd.events import EventBus, Severity
 from megapodd.mqtt.publisher import MqttPublisher
 from megapodd.point_events import PointEvents
@@ -25,6 +26,10 @@ log = structlog.get_logger("megapodd.app")
 
 # SIGTERM to exit must fit in 5 s (invariant 7); the offline publish gets most.
 _STOP_PUBLISH_TIMEOUT_S = 3.0
+
+
+def _loop_clock() -> float:
+    return asyncio.get_running_loop().time()
 
 
 def daemon_version() -> str:
@@ -48,13 +53,18 @@ class Daemon:
         )
         self.events.add_sink(self.publisher.on_event)
         self.devices = build_devices(config, self.store, self.events)
+        self.arbiter = OutputArbiter(self.events, _loop_clock)
+        register_outputs(self.arbiter, self.devices)
         duties = [
             HeartbeatDue(max(1.0, cdu.config.watchdog_timeout_s / 3), cdu.heartbeat)
             for cdu in self.devices.cdus.values()
         ]
+        duties.append(HeartbeatDue(0.0, self.arbiter.tick))
         self.tick = ControlTick(config.control.tick_s, self.notifier, duties)
         self.point_events = PointEvents(self.store, self.events)
-        self.commands = CommandService(config, self.store, self.events, self.devices, self.pod_info)
+        self.commands = CommandService(
+            config, self.store, self.events, self.devices, self.arbiter, _loop_clock, self.pod_info
+        )
         self.api = ApiServer(
             config.api.socket,
             self.commands.commands(),

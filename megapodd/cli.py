@@ -156,6 +156,65 @@ async def _outlet(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def parse_duration_s(text: str) -> float:
+    """'90s', '15m', '2h' or plain seconds."""
+    units = {"s": 1.0, "m": 60.0, "h": 3600.0}
+    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
+    try:
+        seconds = float(number) * units[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (try 90s, 15m, 2h)") from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"duration must be positive: {text!r}")
+    return seconds
+
+
+async def _override(args: argparse.Namespace, console: Console) -> int:
+    request = {
+        "device": args.device,
+        "output": args.output,
+        "value": args.value,
+        "duration_s": args.duration_s,
+    }
+    result: Any = await call(_socket_path(args), "override", request, timeout_s=30.0)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    line = f"{result['output']} = {result['value']} for {result['duration_s']:.0f} s"
+    if result["held_by"]:
+        line += f" (held by {result['held_by']}: applies when it releases)"
+    console.print(line)
+    return 0
+
+
+async def _release(args: argparse.Namespace, console: Console) -> int:
+    request = {"device": args.device, "output": args.output}
+    result: Any = await call(_socket_path(args), "release", request)
+    console.print(f"{result['output']}: override released; owner now {result['owner']}")
+    return 0
+
+
+async def _outputs(args: argparse.Namespace, console: Console) -> int:
+    outputs: Any = await call(_socket_path(args), "outputs")
+    if args.json:
+        print(json.dumps(outputs, indent=2))
+        return 0
+    table = Table(title="outputs", title_justify="left")
+    for column in ("output", "owner", "value", "on device", "claims"):
+        table.add_column(column)
+    for name, output in outputs.items():
+        claims = "; ".join(
+            f"{c['owner']}={c['value']} by {c['by']}"
+            + (f" ({c['expires_in_s']} s left)" if c["expires_in_s"] is not None else "")
+            for c in output["claims"]
+        )
+        table.add_row(
+            name, str(output["owner"]), str(output["value"]), str(output["written"]), claims
+        )
+    console.print(table)
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="megapodctl", description=__doc__)
     parser.add_argument(
@@ -180,6 +239,26 @@ def _parser() -> argparse.ArgumentParser:
     outlet.add_argument("action", choices=["on", "off", "reboot"])
     outlet.add_argument("--json", action="store_true")
     outlet.set_defaults(func=_outlet)
+    override = sub.add_parser("override", help="override an output for a while (admin)")
+    override.add_argument("device", help="device id, e.g. cdu1")
+    override.add_argument("output", help="output, e.g. pump_speed_pct")
+    override.add_argument("value", type=float)
+    override.add_argument(
+        "--for",
+        dest="duration_s",
+        type=parse_duration_s,
+        default=900.0,
+        help="how long (90s, 15m, 2h; default 15m, at most 8h)",
+    )
+    override.add_argument("--json", action="store_true")
+    override.set_defaults(func=_override)
+    release = sub.add_parser("release", help="end an override (admin)")
+    release.add_argument("device")
+    release.add_argument("output")
+    release.set_defaults(func=_release)
+    outputs = sub.add_parser("outputs", help="who owns each actuator")
+    outputs.add_argument("--json", action="store_true")
+    outputs.set_defaults(func=_outputs)
     return parser
 
 

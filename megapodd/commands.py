@@ -12,6 +12,7 @@ from drivers.errors import DeviceError, DriverError, TransportError, ValueReject
 from drivers.snmp_pdu import OutletAction
 from megapodd.api.server import ApiError, Caller, Command, Role
 from megapodd.config import Config
+from megapodd.control.arbiter import MAX_OVERRIDE_S, Claim, OutputArbiter, Owner
 from megapodd.devices import Devices
 from megapodd.events import EventBus, Severity
 from megapodd.store import PointStore
@@ -28,6 +29,13 @@ def arg_str(args: Args, key: str, choices: tuple[str, ...] | None = None) -> str
     return value
 
 
+def arg_number(args: Args, key: str, low: float, high: float) -> float:
+    value = args.get(key)
+    if not isinstance(value, int | float) or isinstance(value, bool) or not low <= value <= high:
+        raise ApiError(f"{key!r} must be a number from {low:g} to {high:g}; got {value!r}")
+    return float(value)
+
+
 def arg_int(args: Args, key: str, low: int, high: int) -> int:
     value = args.get(key)
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
@@ -42,12 +50,16 @@ class CommandService:
         store: PointStore,
         events: EventBus,
         devices: Devices,
+        arbiter: OutputArbiter,
+        clock: Callable[[], float],
         pod_info: Callable[[], dict[str, object]],
     ) -> None:
         self._config = config
         self._store = store
         self._events = events
         self._devices = devices
+        self._arbiter = arbiter
+        self._clock = clock
         self._pod_info = pod_info
 
     def commands(self) -> dict[str, Command]:
@@ -55,6 +67,9 @@ class CommandService:
             "status": Command(self._status, Role.READER, "pod and device status"),
             "events": Command(self._recent_events, Role.READER, "recent events"),
             "outlet": Command(self._outlet, Role.ADMIN, "switch a PDU outlet on/off/reboot"),
+            "outputs": Command(self._outputs, Role.READER, "actuator owners and values"),
+            "override": Command(self._override, Role.ADMIN, "override an output for a while"),
+            "release": Command(self._release, Role.ADMIN, "end an override"),
         }
 
     # -- reading -------------------------------------------------------------
@@ -128,3 +143,39 @@ class CommandService:
             return {"pdu": pdu_id, "outlet": outlet, "state": state}
 
         return await self.audited("outlet", pdu_id, args, caller, switch)
+
+    async def _outputs(self, _args: Args, _caller: Caller) -> object:
+        return self._arbiter.snapshot()
+
+    def _output_name(self, args: Args) -> str:
+        name = f"{arg_str(args, 'device')}.{arg_str(args, 'output')}"
+        if name not in self._arbiter.outputs:
+            known = ", ".join(sorted(self._arbiter.outputs)) or "none"
+            raise ApiError(f"no output {name!r}; outputs: {known}")
+        return name
+
+    async def _override(self, args: Args, caller: Caller) -> object:
+        name = self._output_name(args)
+        value = arg_number(args, "value", -1e9, 1e9)
+        duration_s = arg_number(args, "duration_s", 1.0, MAX_OVERRIDE_S)
+        output = self._arbiter.outputs[name]
+        claim = Claim(Owner.OVERRIDE, value, f"uid {caller.uid}", self._clock() + duration_s)
+
+        async def apply() -> dict[str, Any]:
+            winner = await self._arbiter.claim(name, claim)
+            held_by = None if winner is None or winner is claim else winner.owner.name.lower()
+            return {"output": name, "value": value, "duration_s": duration_s, "held_by": held_by}
+
+        return await self.audited("override", output.device_id, args, caller, apply)
+
+    async def _release(self, args: Args, caller: Caller) -> object:
+        name = self._output_name(args)
+        output = self._arbiter.outputs[name]
+
+        async def apply() -> dict[str, Any]:
+            if Owner.OVERRIDE not in output.claims:
+                raise ApiError(f"{name} has no override")
+            winner = self._arbiter.release(name, Owner.OVERRIDE, f"released by uid {caller.uid}")
+            return {"output": name, "owner": winner.owner.name.lower() if winner else None}
+
+        return await self.audited("release", output.device_id, args, caller, apply)

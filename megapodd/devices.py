@@ -9,6 +9,7 @@ from drivers.base import DeviceDriver
 from drivers.modbus_cdu import CduDriver
 from drivers.snmp_pdu import SnmpPduDriver
 from megapodd.config import CduConfig, Config, ConfigError, PduConfig
+from megapodd.control.arbiter import OutputArbiter
 from megapodd.events import EventBus
 from megapodd.store import PointStore
 from megapodd.supervisor import DeviceSupervisor, SupervisorSettings
@@ -108,3 +109,16 @@ def build_devices(
         devices.pdus[pdu_cfg.id] = pdu
         devices.supervisors.append(pdu.supervisor)
     return devices
+
+
+def register_outputs(arbiter: OutputArbiter, devices: Devices) -> None:
+    """The actuators the arbiter owns. Their defaults are None: with no claim,
+    the daemon writes nothing and the device keeps what it has."""
+    for cdu_id, cdu in devices.cdus.items():
+        submit = cdu.supervisor.submit
+        arbiter.add_output(
+            f"{cdu_id}.pump_speed_pct", cdu_id, cdu.driver.set_pump_speed_pct, submit, None
+        )
+        arbiter.add_output(
+            f"{cdu_id}.facility_valve_pct", cdu_id, cdu.driver.set_facility_valve_pct, submit, None
+        )

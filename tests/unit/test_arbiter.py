@@ -1,0 +1,121 @@
+"""OutputArbiter: priority, expiry on the loop clock, failed writes withdrawn."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from drivers.errors import DeviceError
+from megapodd.control.arbiter import Claim, OutputArbiter, Owner
+from megapodd.events import EventBus
+
+
+class Device:
+    def __init__(self) -> None:
+        self.values: list[float] = []
+        self.refuse = False
+        self.background: list[Callable[[], Awaitable[None]]] = []
+
+    async def write(self, value: float) -> None:
+        if self.refuse:
+            raise DeviceError("exception 04", code=4)
+        self.values.append(value)
+
+    def submit(self, _name: str, action: Callable[[], Awaitable[None]]) -> None:
+        self.background.append(action)
+
+    async def run_background(self) -> None:
+        while self.background:
+            action = self.background.pop(0)
+            try:
+                await action()
+            except DeviceError:
+                pass  # the supervisor would raise the event
+
+
+def _arbiter(device: Device) -> tuple[OutputArbiter, EventBus]:
+    events = EventBus()
+    arbiter = OutputArbiter(events, lambda: asyncio.get_running_loop().time())
+    arbiter.add_output("cdu1.pump", "cdu1", device.write, device.submit, default=None)
+    return arbiter, events
+
+
+@pytest.mark.looptime
+async def test_priority_expiry_and_owner_events() -> None:
+    device = Device()
+    arbiter, events = _arbiter(device)
+    now = asyncio.get_running_loop().time()
+    await arbiter.claim("cdu1.pump", Claim(Owner.LOOP, 55.0, "loop"))
+    await arbiter.claim("cdu1.pump", Claim(Owner.OVERRIDE, 80.0, "uid 0", now + 60))
+    winner = await arbiter.claim("cdu1.pump", Claim(Owner.LOOP, 57.0, "loop"))
+    assert winner is not None and winner.owner is Owner.OVERRIDE
+    assert device.values == [55.0, 80.0]  # the loop's new value waits behind the override
+
+    await arbiter.claim("cdu1.pump", Claim(Owner.INTERLOCK, 100.0, "leak"))
+    assert device.values[-1] == 100.0
+
+    await asyncio.sleep(61)
+    arbiter.tick()  # the override expires under the interlock: nothing to write
+    assert Owner.OVERRIDE not in arbiter.outputs["cdu1.pump"].claims
+    arbiter.release("cdu1.pump", Owner.INTERLOCK, "reset")
+    await device.run_background()
+    assert device.values[-1] == 57.0  # back to the loop
+    moves = [
+        (e.data["from"], e.data["to"]) for e in events.recent if e.type == "output_owner_changed"
+    ]
+    assert moves == [
+        ("none", "loop"),
+        ("loop", "override"),
+        ("override", "interlock"),
+        ("interlock", "interlock"),
+        ("interlock", "loop"),
+    ][: len(moves)] or moves == [
+        ("none", "loop"),
+        ("loop", "override"),
+        ("override", "interlock"),
+        ("interlock", "loop"),
+    ]
+
+
+async def test_an_override_needs_an_expiry_of_at_most_8_hours() -> None:
+    arbiter, _ = _arbiter(Device())
+    now = asyncio.get_running_loop().time()
+    with pytest.raises(ValueError, match="expiry"):
+        await arbiter.claim("cdu1.pump", Claim(Owner.OVERRIDE, 80.0, "uid 0"))
+    with pytest.raises(ValueError, match="at most 8 h"):
+        await arbiter.claim("cdu1.pump", Claim(Owner.OVERRIDE, 80.0, "uid 0", now + 9 * 3600))
+
+
+async def test_a_refused_write_withdraws_the_claim() -> None:
+    device = Device()
+    arbiter, _ = _arbiter(device)
+    now = asyncio.get_running_loop().time()
+    await arbiter.claim("cdu1.pump", Claim(Owner.OVERRIDE, 70.0, "uid 0", now + 60))
+    device.refuse = True
+    with pytest.raises(DeviceError):
+        await arbiter.claim("cdu1.pump", Claim(Owner.OVERRIDE, 90.0, "uid 0", now + 60))
+    claim = arbiter.outputs["cdu1.pump"].claims[Owner.OVERRIDE]
+    assert claim.value == 70.0 and device.values == [70.0]
+
+
+@pytest.mark.looptime
+async def test_failed_background_writes_are_retried_with_backoff() -> None:
+    device = Device()
+    arbiter, _ = _arbiter(device)
+    now = asyncio.get_running_loop().time()
+    await arbiter.claim("cdu1.pump", Claim(Owner.LOOP, 50.0, "loop"))
+    await arbiter.claim("cdu1.pump", Claim(Owner.OVERRIDE, 70.0, "uid 0", now + 10))
+    device.refuse = True
+    await asyncio.sleep(11)
+    arbiter.tick()  # expiry: back to the loop's 50, but the device refuses
+    await device.run_background()
+    assert arbiter.outputs["cdu1.pump"].written == 70.0
+    device.refuse = False
+    arbiter.tick()  # too early for the retry
+    assert device.background == []
+    await asyncio.sleep(1.5)
+    arbiter.tick()
+    await device.run_background()
+    assert device.values[-1] == 50.0 and arbiter.outputs["cdu1.pump"].written == 50.0
