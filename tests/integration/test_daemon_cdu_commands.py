@@ -62,10 +62,10 @@ async def test_override_writes_verified_and_refusals_change_nothing(
                 sock, "release", {"device": "cdu1", "output": "pump_speed_pct"}
             )
             assert released["owner"] is None
-            # No lower owner: the device keeps its setpoint (stopping an override never stops a pump).
+            # No lower owner: the device keeps its setpoint (a release never stops a pump).
             assert cdu.state.pump_speed_setpoint_pct == pytest.approx(75.0)
 
-            with pytest.raises(ApiClientError, match="no output 'cdu1.pump'"):
+            with pytest.raises(ApiClientError, match=r"no output 'cdu1\.pump'"):
                 await call(sock, "override", {**request, "output": "pump", "value": 50})
             with pytest.raises(ApiClientError, match="'duration_s' must be a number"):
                 await call(sock, "override", {**request, "value": 50, "duration_s": 10 * 3600})

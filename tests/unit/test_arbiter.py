@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -29,10 +30,8 @@ class Device:
     async def run_background(self) -> None:
         while self.background:
             action = self.background.pop(0)
-            try:
+            with contextlib.suppress(DeviceError):  # the supervisor raises the event
                 await action()
-            except DeviceError:
-                pass  # the supervisor would raise the event
 
 
 def _arbiter(device: Device) -> tuple[OutputArbiter, EventBus]:
