@@ -117,6 +117,7 @@ async def poll(link_dir: Path, count: int, seconds: float) -> dict[str, float]:
 
 
 async def main(seconds: float, count: int) -> dict[str, float]:
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench-ipmi-") as tmp:
         link_dir = Path(tmp)
         proc = await asyncio.create_subprocess_exec(
@@ -132,6 +133,8 @@ async def main(seconds: float, count: int) -> dict[str, float]:
             result = await poll(link_dir, count, seconds)
             result["sim_cpu_s"] = cpu_s_of(proc.pid) - sim_cpu0
             result["sim_rss_mib"] = rss_mib(proc.pid)
+            result["load_before"] = load_before
+            result["load_after"] = os.getloadavg()[0]
         finally:
             if proc.returncode is None:
                 proc.terminate()
@@ -182,8 +185,10 @@ def report(r: dict[str, float], seconds: float) -> str:
     return f"""# IPMI Terminal Mode polling benchmark
 
 Command: `.venv/bin/python bench/bench_ipmi.py --seconds {seconds:g}`
-Machine: {platform.machine()}, {os.cpu_count()} CPUs (shared with other work),
-Python {platform.python_version()}. Simulated BMCs in a subprocess, one pty each;
+Machine: {platform.machine()}, {os.cpu_count()} CPUs,
+Python {platform.python_version()}; 1-minute load average {r["load_before"]:.2f} before
+the run, {r["load_after"]:.2f} after (other engineers' work shares the CPUs).
+Simulated BMCs in a subprocess, one pty each;
 one polling process with {r["bmcs"]:.0f} `BmcDriver`s (pyserial-asyncio-fast, protocol
 callbacks), `sensors` group ({r["sensors"]:.0f} sensors: one Get Sensor Reading each)
 of every BMC every {PERIOD_S:g} s, {r["sweeps"]:.0f} sweeps. CPU from

@@ -225,3 +225,24 @@ async def test_cancellation_propagates_and_clears_waiter() -> None:
     # The line is free again and a late reply is counted as stale, not delivered.
     client.data_received(encode_frame(Response(NetFn.APP, 0x01, 0, bytes(11), 1).to_bytes()))
     assert client.counters.stale_replies == 1
+
+
+@pytest.mark.looptime
+async def test_each_attempt_gets_its_full_timeout() -> None:
+    # One lazily re-armed timer per line: a timer left from an earlier request must
+    # neither cut a later attempt short nor leave it waiting longer.
+    client, _ = make(lambda req, n: [reply(req, b"\x00")] if n in (1, 3) else [],
+                     timeout_s=0.5, retries=0)
+    loop = asyncio.get_running_loop()
+    await client.call(NetFn.OEM_SUPERMICRO, 0x45, b"\x00", length=(1, 1))  # arms at t=0.5
+    await asyncio.sleep(0.3)
+    start = loop.time()
+    with pytest.raises(IpmiTimeout):
+        await client.call(NetFn.OEM_SUPERMICRO, 0x45, b"\x00", length=(1, 1))
+    assert loop.time() - start == pytest.approx(0.5)
+    await client.call(NetFn.OEM_SUPERMICRO, 0x45, b"\x00", length=(1, 1))  # arms at +0.5
+    client.timeout_s = 0.1  # shorter than the pending timer: re-armed earlier
+    start = loop.time()
+    with pytest.raises(IpmiTimeout):
+        await client.call(NetFn.OEM_SUPERMICRO, 0x45, b"\x00", length=(1, 1))
+    assert loop.time() - start == pytest.approx(0.1)
