@@ -156,6 +156,17 @@ async def _outlet(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+async def _server(args: argparse.Namespace, console: Console) -> int:
+    request = {"server": args.server, "action": args.action}
+    result: Any = await call(_socket_path(args), "server", request, timeout_s=30.0)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        power = "on" if result["power_on"] else "off"
+        console.print(f"{result['server']}: {result['action']} done; power now {power}")
+    return 0
+
+
 def parse_duration_s(text: str) -> float:
     """'90s', '15m', '2h' or plain seconds."""
     units = {"s": 1.0, "m": 60.0, "h": 3600.0}
@@ -239,9 +250,16 @@ def _parser() -> argparse.ArgumentParser:
     outlet.add_argument("action", choices=["on", "off", "reboot"])
     outlet.add_argument("--json", action="store_true")
     outlet.set_defaults(func=_outlet)
+    server = sub.add_parser("server", help="server chassis power (admin)")
+    server.add_argument("server", help="server (BMC) id, e.g. r1s03")
+    server.add_argument("action", choices=["on", "off", "cycle", "reset", "soft"])
+    server.add_argument("--json", action="store_true")
+    server.set_defaults(func=_server)
     override = sub.add_parser("override", help="override an output for a while (admin)")
     override.add_argument("device", help="device id, e.g. cdu1")
-    override.add_argument("output", help="output, e.g. pump_speed_pct")
+    override.add_argument(
+        "output", help="pump_speed_pct, facility_valve_pct (CDU); fan_duty_pct, power_limit_w (BMC)"
+    )
     override.add_argument("value", type=float)
     override.add_argument(
         "--for",

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from drivers.errors import DeviceError, DriverError, TransportError, ValueRejected
+from drivers.ipmi.commands import ChassisAction
 from drivers.snmp_pdu import OutletAction
 from megapodd.api.server import ApiError, Caller, Command, Role
 from megapodd.config import Config
@@ -43,6 +44,16 @@ def arg_int(args: Args, key: str, low: int, high: int) -> int:
     return value
 
 
+# megapodctl's words for IPMI chassis control actions.
+SERVER_ACTIONS: dict[str, ChassisAction] = {
+    "on": ChassisAction.ON,
+    "off": ChassisAction.OFF,
+    "cycle": ChassisAction.CYCLE,
+    "reset": ChassisAction.HARD_RESET,
+    "soft": ChassisAction.SOFT_SHUTDOWN,
+}
+
+
 class CommandService:
     def __init__(
         self,
@@ -67,6 +78,7 @@ class CommandService:
             "status": Command(self._status, Role.READER, "pod and device status"),
             "events": Command(self._recent_events, Role.READER, "recent events"),
             "outlet": Command(self._outlet, Role.ADMIN, "switch a PDU outlet on/off/reboot"),
+            "server": Command(self._server, Role.ADMIN, "server chassis power on/off/cycle/soft"),
             "outputs": Command(self._outputs, Role.READER, "actuator owners and values"),
             "override": Command(self._override, Role.ADMIN, "override an output for a while"),
             "release": Command(self._release, Role.ADMIN, "end an override"),
@@ -143,6 +155,20 @@ class CommandService:
             return {"pdu": pdu_id, "outlet": outlet, "state": state}
 
         return await self.audited("outlet", pdu_id, args, caller, switch)
+
+    async def _server(self, args: Args, caller: Caller) -> object:
+        server_id = arg_str(args, "server")
+        bmc = self._devices.bmcs.get(server_id)
+        if bmc is None:
+            raise ApiError(f"no server {server_id!r}")
+        action = arg_str(args, "action", tuple(SERVER_ACTIONS))
+
+        async def control() -> dict[str, Any]:
+            status = await bmc.driver.chassis_control(SERVER_ACTIONS[action])
+            bmc.supervisor.poll_now()
+            return {"server": server_id, "action": action, "power_on": status.power_on}
+
+        return await self.audited("server", server_id, args, caller, control)
 
     async def _outputs(self, _args: Args, _caller: Caller) -> object:
         return self._arbiter.snapshot()

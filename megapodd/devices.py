@@ -6,9 +6,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from drivers.base import DeviceDriver
+from drivers.ipmi.bmc import BmcDriver
 from drivers.modbus_cdu import CduDriver
 from drivers.snmp_pdu import SnmpPduDriver
-from megapodd.config import CduConfig, Config, ConfigError, PduConfig
+from megapodd.config import BmcConfig, CduConfig, Config, ConfigError, PduConfig
 from megapodd.control.arbiter import OutputArbiter
 from megapodd.events import EventBus
 from megapodd.store import PointStore
@@ -33,10 +34,18 @@ class PduHandle:
     supervisor: DeviceSupervisor
 
 
+@dataclass(frozen=True, slots=True)
+class BmcHandle:
+    config: BmcConfig
+    driver: BmcDriver
+    supervisor: DeviceSupervisor
+
+
 @dataclass(slots=True)
 class Devices:
     cdus: dict[str, CduHandle] = field(default_factory=dict)
     pdus: dict[str, PduHandle] = field(default_factory=dict)
+    bmcs: dict[str, BmcHandle] = field(default_factory=dict)
     supervisors: list[DeviceSupervisor] = field(default_factory=list)
 
 
@@ -96,6 +105,21 @@ def _build_pdu(
     return PduHandle(cfg, driver, supervisor)
 
 
+def _build_bmc(cfg: BmcConfig, store: PointStore, events: EventBus) -> BmcHandle:
+    driver = BmcDriver(
+        cfg.port,
+        baud=cfg.baud,
+        poll_s=cfg.poll_s,
+        timeout_s=cfg.timeout_s,
+        retries=cfg.retries,
+        name=cfg.id,
+    )
+    # A BMC's poll is many exchanges on one line: give the group read its time.
+    settings = SupervisorSettings(timeout_s=max(cfg.timeout_s, cfg.poll_s))
+    supervisor = DeviceSupervisor(cfg.id, driver, store, events, settings)
+    return BmcHandle(cfg, driver, supervisor)
+
+
 def build_devices(
     config: Config, store: PointStore, events: EventBus, config_path: Path = Path("<config>")
 ) -> Devices:
@@ -108,6 +132,10 @@ def build_devices(
         pdu = _build_pdu(pdu_cfg, index, store, events, config_path)
         devices.pdus[pdu_cfg.id] = pdu
         devices.supervisors.append(pdu.supervisor)
+    for bmc_cfg in config.bmc:
+        bmc = _build_bmc(bmc_cfg, store, events)
+        devices.bmcs[bmc_cfg.id] = bmc
+        devices.supervisors.append(bmc.supervisor)
     return devices
 
 
@@ -122,3 +150,16 @@ def register_outputs(arbiter: OutputArbiter, devices: Devices) -> None:
         arbiter.add_output(
             f"{cdu_id}.facility_valve_pct", cdu_id, cdu.driver.set_facility_valve_pct, submit, None
         )
+    for bmc_id, bmc in devices.bmcs.items():
+        driver = bmc.driver
+
+        async def set_fan_duty(pct: float, driver: BmcDriver = driver) -> None:
+            for zone in driver.fan_zones:
+                await driver.set_fan_duty_pct(zone, round(pct))
+
+        async def set_power_limit(watts: float, driver: BmcDriver = driver) -> None:
+            await driver.set_power_limit_w(round(watts))
+
+        submit = bmc.supervisor.submit
+        arbiter.add_output(f"{bmc_id}.fan_duty_pct", bmc_id, set_fan_duty, submit, None)
+        arbiter.add_output(f"{bmc_id}.power_limit_w", bmc_id, set_power_limit, submit, None)
