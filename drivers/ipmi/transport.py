@@ -85,8 +85,10 @@ class SerialLine:
         self._transport.write(data)
 
     async def close(self) -> None:
-        if not self._transport.is_closing():
-            self._transport.close()
+        # abort, not close: close() drains output first (tcdrain in an executor thread),
+        # which never returns if the far end stops reading; nothing unsent matters here.
+        if not self._transport.is_closing() and isinstance(self._transport, asyncio.Transport):
+            self._transport.abort()
         try:
             async with asyncio.timeout(CLOSE_TIMEOUT_S):
                 await asyncio.shield(self._protocol.closed)
