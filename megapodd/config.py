@@ -176,6 +176,8 @@ class BmcConfig(_Section):
     pdu: DeviceId | None = None
     outlet: int | None = Field(default=None, ge=1, le=96)
     poll_s: float = Field(default=2.0, ge=0.2, le=60)
+    # Chassis state, DCMI power, fan duty: 6 exchanges, not needed every sensor poll.
+    slow_poll_s: float = Field(default=5.0, ge=0.2, le=600)
     timeout_s: float = Field(default=1.0, gt=0, le=30)
     retries: int = Field(default=2, ge=0, le=5)
 

@@ -110,6 +110,7 @@ def _build_bmc(cfg: BmcConfig, store: PointStore, events: EventBus) -> BmcHandle
         cfg.port,
         baud=cfg.baud,
         poll_s=cfg.poll_s,
+        slow_poll_s=cfg.slow_poll_s,
         timeout_s=cfg.timeout_s,
         retries=cfg.retries,
         name=cfg.id,

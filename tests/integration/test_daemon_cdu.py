@@ -38,7 +38,7 @@ async def test_status_over_the_local_api_shows_live_cdu_points(
     # The placeholder physics moves the temperature; it started at what we set.
     assert supply["quality"] == "good"
     assert abs(supply["value"] - 31.25) < 2.0
-    assert device["points"]["flow_lpm"]["unit"] == "L/min"
+    assert device["points"]["flow_lpm"]["unit"] == "lpm"
 
 
 async def test_cdu_goes_offline_when_the_simulator_stops_and_returns_by_itself(

@@ -87,8 +87,8 @@ async def test_retained_state_then_will_on_sigkill(
         state: Any = await read_retained(mosquitto, "megapod/v1/pod-will/devices/cdu1/state")
         assert state["kind"] == "cdu" and state["state"] == "online"
         flow = state["points"]["flow_lpm"]
-        assert flow["unit"] == "L/min" and flow["quality"] == "good" and flow["value"] > 0
-        assert state["points"]["supply_temp_c"]["unit"] == "degC"
+        assert flow["unit"] == "lpm" and flow["quality"] == "good" and flow["value"] > 0
+        assert state["points"]["supply_temp_c"]["unit"] == "C"
 
         proc.send_signal(signal.SIGKILL)
         await proc.wait()
