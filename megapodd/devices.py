@@ -58,6 +58,21 @@ def _secret(path: Path | None, key: str, config_path: Path) -> str:
         raise ConfigError(config_path, [f"{key}: cannot read {path}: {exc.strerror}"]) from None
 
 
+def _bounds(
+    timeout_s: float, retries: int, connect: int, read: int, act: int
+) -> SupervisorSettings:
+    """Outer timeouts from the worst case of the driver's own: each of `n`
+    requests may take every retry (pymodbus and SNMP both wait up to about
+    1.5 timeouts per attempt), plus a second of slack."""
+
+    def worst(requests: int) -> float:
+        return requests * (retries + 1) * timeout_s * 2.0 + 1.0
+
+    return SupervisorSettings(
+        connect_timeout_s=worst(connect), read_timeout_s=worst(read), action_timeout_s=worst(act)
+    )
+
+
 def _build_cdu(cfg: CduConfig, store: PointStore, events: EventBus) -> CduHandle:
     driver = CduDriver(
         cfg.url, unit=cfg.unit, poll_s=cfg.poll_s, timeout_s=cfg.timeout_s, retries=cfg.retries
@@ -74,7 +89,8 @@ def _build_cdu(cfg: CduConfig, store: PointStore, events: EventBus) -> CduHandle
         driver,
         store,
         events,
-        SupervisorSettings(timeout_s=cfg.timeout_s),
+        # connect: open + watchdog timeout (write, read back) + heartbeat.
+        _bounds(cfg.timeout_s, cfg.retries, connect=4, read=1, act=3),
         on_connect=on_connect,
     )
     return CduHandle(cfg, driver, supervisor)
@@ -99,9 +115,9 @@ def _build_pdu(
         timeout_s=cfg.timeout_s,
         retries=cfg.retries,
     )
-    supervisor = DeviceSupervisor(
-        cfg.id, driver, store, events, SupervisorSettings(timeout_s=cfg.timeout_s)
-    )
+    # connect: v3 discovery and a test GET; read: one GET, halved on tooBig.
+    settings = _bounds(cfg.timeout_s, cfg.retries, connect=3, read=8, act=2)
+    supervisor = DeviceSupervisor(cfg.id, driver, store, events, settings)
     return PduHandle(cfg, driver, supervisor)
 
 
@@ -115,8 +131,9 @@ def _build_bmc(cfg: BmcConfig, store: PointStore, events: EventBus) -> BmcHandle
         retries=cfg.retries,
         name=cfg.id,
     )
-    # A BMC's poll is many exchanges on one line: give the group read its time.
-    settings = SupervisorSettings(timeout_s=max(cfg.timeout_s, cfg.poll_s))
+    # Many exchanges per step on one line: the SDR walk (read twice, ~150
+    # exchanges) at connect, one exchange per sensor per poll.
+    settings = _bounds(cfg.timeout_s, cfg.retries, connect=160, read=24, act=4)
     supervisor = DeviceSupervisor(cfg.id, driver, store, events, settings)
     return BmcHandle(cfg, driver, supervisor)
 

@@ -38,7 +38,11 @@ Action = Callable[[], Awaitable[None]]
 
 @dataclass(frozen=True, slots=True)
 class SupervisorSettings:
-    timeout_s: float = 1.0
+    # Outer bounds around the driver's own per-request timeouts and retries:
+    # they only catch a driver that hangs, so they must exceed its worst case.
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 5.0
+    action_timeout_s: float = 5.0
     # Consecutive failed polls after which a connected device counts as offline.
     offline_after_failures: int = 2
     # A point with no good reading for this many of its group's periods is stale.
@@ -103,7 +107,7 @@ class DeviceSupervisor:
             name = next(iter(self._actions))
             action = self._actions.pop(name)
             try:
-                async with asyncio.timeout(self._settings.timeout_s * 3):
+                async with asyncio.timeout(self._settings.action_timeout_s):
                     await action()
             except (TimeoutError, DriverError) as exc:
                 streak = self._action_failures.get(name, 0) + 1
@@ -129,33 +133,45 @@ class DeviceSupervisor:
                     )
 
     async def run(self) -> None:
-        """Supervise forever; returns only if the configuration is hopeless."""
+        """Supervise forever; returns only if the configuration is hopeless.
+
+        Nothing a device does may end this task: the TaskGroup would take the
+        whole daemon (and every other device's safety) down with it."""
         loop = asyncio.get_running_loop()
         try:
             while True:
                 try:
                     await self._connect()
-                except ConfigurationError as exc:
-                    self._go_offline(f"configuration error: {exc}", Severity.ALARM)
-                    return
-                except DriverError as exc:
-                    self._go_offline(f"connect failed: {exc}", Severity.WARNING)
-                    await self._sleep_with_staleness(self._backoff.next_delay_s())
-                    continue
-                try:
                     await self._poll_until_lost(loop)
                 except ConfigurationError as exc:
                     self._go_offline(f"configuration error: {exc}", Severity.ALARM)
                     return
-                except TransportError as exc:
-                    self._go_offline(f"link lost: {exc}", Severity.WARNING)
-                await self.driver.close()
+                except (DriverError, TimeoutError) as exc:
+                    self._go_offline(f"link lost: {exc or 'timed out'}", Severity.WARNING)
+                except Exception as exc:  # a driver bug must not end supervision
+                    log.exception("supervisor_unexpected_error", device=self.device_id)
+                    reason = f"unexpected {type(exc).__name__}: {exc}"
+                    self._events.emit(
+                        "supervisor_error",
+                        Severity.ALARM,
+                        self.device_id,
+                        f"{self.device_id}: {reason} (a bug; the device is retried)",
+                        {"error": type(exc).__name__},
+                    )
+                    self._go_offline(reason, Severity.ALARM)
+                await self._close_quietly()
                 await self._sleep_with_staleness(self._backoff.next_delay_s())
         finally:
+            await self._close_quietly()
+
+    async def _close_quietly(self) -> None:
+        try:
             await self.driver.close()
+        except Exception:  # closing a broken link may fail; it is gone anyway
+            log.debug("driver_close_failed", device=self.device_id, exc_info=True)
 
     async def _connect(self) -> None:
-        async with asyncio.timeout(self._settings.timeout_s * 2):
+        async with asyncio.timeout(self._settings.connect_timeout_s):
             await self.driver.connect()
             if self._on_connect is not None:
                 await self._on_connect(self.driver)
@@ -185,7 +201,7 @@ class DeviceSupervisor:
     async def _poll_group(self, schedule: _GroupSchedule, loop: asyncio.AbstractEventLoop) -> None:
         name = schedule.group.name
         try:
-            async with asyncio.timeout(self._settings.timeout_s * 3):
+            async with asyncio.timeout(self._settings.read_timeout_s):
                 readings = await self.driver.read_group(name)
         except TimeoutError as exc:
             self._poll_failed(schedule, f"group {name!r} timed out")

@@ -138,3 +138,21 @@ async def test_a_breaker_trip_is_an_event_and_its_outlets_read_off(
         # The events reached subscribers too.
         payload = json.dumps([e.as_json() for e in daemon.events.recent])
         assert "overload" in payload
+
+
+async def test_a_silent_pdu_goes_offline_and_the_daemon_keeps_running(
+    tmp_path: Path, mosquitto: MosquittoBroker, farm: PduFarm
+) -> None:
+    farm["pdu-r1a"].silent = True
+    config = write_config(
+        tmp_path, mosquitto, "pod-silent", extra=_pdu_section(farm["pdu-r1a"].port)
+    )
+    async with running_daemon(config) as daemon:
+        record = daemon.store.device("pdu-r1a")
+        # The connect timed out and was handled as a lost link, not a crash.
+        await wait_until(lambda: record.reason.startswith("link lost"), timeout_s=10)
+        assert record.state is DeviceState.OFFLINE
+        status: Any = await read_retained(mosquitto, "megapod/v1/pod-silent/status")
+        assert status["state"] == "online"  # the daemon itself is fine
+        farm["pdu-r1a"].silent = False
+        await wait_until(lambda: record.state is DeviceState.ONLINE, timeout_s=8)

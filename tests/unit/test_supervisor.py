@@ -60,7 +60,7 @@ async def _run(supervisor: DeviceSupervisor, seconds: float) -> None:
 
 def _make(driver: ScriptedDriver) -> tuple[DeviceSupervisor, PointStore, EventBus]:
     store, events = PointStore(), EventBus()
-    supervisor = DeviceSupervisor("dev", driver, store, events, SupervisorSettings(timeout_s=0.5))
+    supervisor = DeviceSupervisor("dev", driver, store, events, SupervisorSettings(1.0, 1.5, 1.5))
     return supervisor, store, events
 
 
@@ -170,3 +170,27 @@ async def test_submitted_actions_run_between_polls_and_failures_are_events() -> 
     assert done == ["ok"]
     [failed] = [e for e in events.recent if e.type == "device_write_failed"]
     assert "exception 04" in failed.message
+
+
+async def test_a_hung_connect_or_a_driver_bug_never_ends_supervision() -> None:
+    driver = ScriptedDriver()
+    supervisor, store, events = _make(driver)
+    hang = asyncio.Event()
+
+    async def connect() -> None:
+        driver.connects += 1
+        if driver.connects == 1:
+            await hang.wait()  # never answers: the outer bound must catch it
+        if driver.connects == 2:
+            raise KeyError("bug in a driver")
+
+    driver.connect = connect  # type: ignore[method-assign]
+    task = asyncio.create_task(supervisor.run())
+    await asyncio.sleep(10.0)
+    assert not task.done()
+    assert driver.connects >= 3
+    assert store.device("dev").state is DeviceState.ONLINE
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    [bug] = [e for e in events.recent if e.type == "supervisor_error"]
+    assert "unexpected KeyError" in bug.message
