@@ -46,7 +46,7 @@ class Daemon:
         self.boot_id = uuid.uuid4().hex
         self.notifier = notifier or Notifier()
         self.store = PointStore()
-        self.events = EventBus()
+        self.events = EventBus(self.boot_id)
         config.state.dir.mkdir(parents=True, exist_ok=True)
         self.publisher = MqttPublisher(
             config.mqtt, config.pod.id, self.store, config.state.dir, self.version, self.boot_id

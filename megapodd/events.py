@@ -28,6 +28,7 @@ class Severity(enum.StrEnum):
 @dataclass(frozen=True, slots=True)
 class Event:
     ts: float
+    boot_id: str  # seq restarts with each daemon start; (boot_id, seq) is unique
     seq: int
     type: str
     severity: Severity
@@ -38,6 +39,7 @@ class Event:
     def as_json(self) -> dict[str, object]:
         return {
             "ts": self.ts,
+            "boot_id": self.boot_id,
             "seq": self.seq,
             "type": self.type,
             "severity": self.severity.value,
@@ -51,7 +53,10 @@ EventSink = Callable[[Event], None]
 
 
 class EventBus:
-    def __init__(self, recent_max: int = 500, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, boot_id: str = "", recent_max: int = 500, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._boot_id = boot_id
         self._seq = 0
         self._clock = clock
         self._sinks: list[EventSink] = []
@@ -69,7 +74,16 @@ class EventBus:
         data: Mapping[str, object] | None = None,
     ) -> Event:
         self._seq += 1
-        event = Event(self._clock(), self._seq, type_, severity, source, message, dict(data or {}))
+        event = Event(
+            self._clock(),
+            self._boot_id,
+            self._seq,
+            type_,
+            severity,
+            source,
+            message,
+            dict(data or {}),
+        )
         self.recent.append(event)
         log_method = log.info if severity is Severity.INFO else log.warning
         log_method(type_, source=source, message=message, seq=event.seq, **dict(event.data))

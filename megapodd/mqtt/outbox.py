@@ -7,6 +7,7 @@ the memory queue drains. A daemon restart loses nothing that reached the file.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections import deque
@@ -40,6 +41,23 @@ class EventOutbox:
     def pop(self) -> None:
         """Remove the head once it has been delivered."""
         self._memory.popleft()
+
+    def persist(self) -> None:
+        """Move what waits in memory to the front of the spill file (at exit)."""
+        if not self._memory:
+            return
+        self._spill_path.parent.mkdir(parents=True, exist_ok=True)
+        lines = [json.dumps(p, separators=(",", ":")) + "\n" for p in self._memory]
+        with contextlib.suppress(FileNotFoundError):
+            lines += self._spill_path.read_text(encoding="utf-8").splitlines(keepends=True)
+        tmp = self._spill_path.with_suffix(".tmp")
+        with tmp.open("w", encoding="utf-8") as out:
+            out.writelines(lines)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, self._spill_path)
+        self._spilled += len(self._memory)
+        self._memory.clear()
 
     def _refill(self) -> None:
         lines = self._spill_path.read_text(encoding="utf-8").splitlines()

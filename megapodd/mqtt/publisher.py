@@ -8,6 +8,7 @@ store-and-forward outbox until the broker acknowledges them (QoS 1 PUBACK).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import ssl
 import time
@@ -85,22 +86,48 @@ class MqttPublisher:
     # -- the task ------------------------------------------------------------
 
     async def run(self) -> None:
-        """Connect, publish, reconnect with backoff; returns after stop()."""
+        """Connect, publish, reconnect with backoff; returns after stop().
+
+        Events still queued when it ends are written to the spill file, so the
+        next start sends them (nothing is dropped on a restart)."""
+        try:
+            await self._connect_loop()
+        finally:
+            self._outbox.persist()
+
+    async def _connect_loop(self) -> None:
         while not self._stopping.is_set():
             try:
-                async with self._client() as client:
+                client = self._client()
+                async with client:
                     self.connected = True
                     self._backoff.reset()
                     log.info("mqtt_connected", host=self._config.host, port=self._config.port)
                     await self._publish_status(client, "online")
                     self._dirty.update(d.id for d in self._store.devices())
                     self._published.clear()  # a fresh session gets full state
-                    await self._publish_loop(client)
+                    try:
+                        await self._publish_loop(client)
+                    except asyncio.CancelledError:
+                        # Cancelled without stop(): the daemon is failing. Leaving
+                        # with a clean DISCONNECT would make the broker discard the
+                        # Will, so say offline ourselves while we still can.
+                        with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+                            async with asyncio.timeout(1.0):
+                                await self._publish_status(client, "offline")
+                        raise
                     await self._publish_status(client, "offline")
                     return
             except aiomqtt.MqttError as exc:
                 delay_s = self._backoff.next_delay_s()
                 log.warning("mqtt_disconnected", error=str(exc), retry_in_s=round(delay_s, 2))
+            except (OSError, ssl.SSLError) as exc:
+                # Unreadable password file, bad CA or client certificate: say so
+                # and keep trying (the file may be fixed without a restart).
+                delay_s = self._backoff.next_delay_s()
+                log.warning(
+                    "mqtt_client_setup_failed", error=str(exc), retry_in_s=round(delay_s, 2)
+                )
             finally:
                 self.connected = False
             try:
