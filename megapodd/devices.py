@@ -7,6 +7,7 @@ from pathlib import Path
 
 from drivers.base import DeviceDriver
 from drivers.ipmi.bmc import BmcDriver
+from drivers.modbus.cdu_map import ControlMode
 from drivers.modbus_cdu import CduDriver
 from drivers.snmp_pdu import SnmpPduDriver
 from megapodd.config import BmcConfig, CduConfig, Config, ConfigError, PduConfig
@@ -162,8 +163,20 @@ def register_outputs(arbiter: OutputArbiter, devices: Devices) -> None:
     the daemon writes nothing and the device keeps what it has."""
     for cdu_id, cdu in devices.cdus.items():
         submit = cdu.supervisor.submit
+        cdu_driver = cdu.driver
+
+        async def drive_pumps(pct: float, driver: CduDriver = cdu_driver) -> None:
+            # The setpoint counts only in remote-speed mode; write it first so
+            # the pumps never run at a stale setpoint after the switch.
+            await driver.set_pump_speed_pct(pct)
+            await driver.set_control_mode(ControlMode.REMOTE_SPEED)
+
+        async def hand_back(driver: CduDriver = cdu_driver) -> None:
+            # Nobody drives the pumps: the CDU's own constant-Δp control takes over.
+            await driver.set_control_mode(ControlMode.LOCAL_DP)
+
         arbiter.add_output(
-            f"{cdu_id}.pump_speed_pct", cdu_id, cdu.driver.set_pump_speed_pct, submit, None
+            f"{cdu_id}.pump_speed_pct", cdu_id, drive_pumps, submit, None, on_unowned=hand_back
         )
         arbiter.add_output(
             f"{cdu_id}.facility_valve_pct", cdu_id, cdu.driver.set_facility_valve_pct, submit, None

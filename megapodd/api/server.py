@@ -112,7 +112,8 @@ class ApiServer:
         # Group members reach the socket; the role check decides what they may do.
         os.chmod(self._path, 0o660)
         reader_gid = _group_id(self._reader_group)
-        if reader_gid is not None and os.geteuid() == 0:
+        # Root may give it to any group; anyone else only to a group it is in.
+        if reader_gid is not None and (os.geteuid() == 0 or reader_gid in os.getgroups()):
             os.chown(self._path, -1, reader_gid)
         log.info("api_listening", socket=str(self._path))
         try:

@@ -18,6 +18,8 @@ from megapodd.events import EventBus, Severity
 
 # Writes one value and confirms it (the driver reads it back).
 Writer = Callable[[float], Awaitable[None]]
+# Hands the actuator back to the device's own control when nobody claims it.
+Unowned = Callable[[], Awaitable[None]]
 # Runs a write on the device's own link, between polls (DeviceSupervisor.submit).
 Submit = Callable[[str, Callable[[], Awaitable[None]]], None]
 
@@ -54,6 +56,7 @@ class Output:
     device_id: str
     writer: Writer
     submit: Submit
+    on_unowned: Unowned | None = None
     claims: dict[Owner, Claim] = field(default_factory=dict)
     written: float | None = None  # last value confirmed on the device
     retry_at_s: float | None = None  # a background write failed: try again then
@@ -70,9 +73,15 @@ class OutputArbiter:
         self.outputs: dict[str, Output] = {}
 
     def add_output(
-        self, name: str, device_id: str, writer: Writer, submit: Submit, default: float | None
+        self,
+        name: str,
+        device_id: str,
+        writer: Writer,
+        submit: Submit,
+        default: float | None,
+        on_unowned: Unowned | None = None,
     ) -> None:
-        output = Output(name, device_id, writer, submit)
+        output = Output(name, device_id, writer, submit, on_unowned)
         if default is not None:
             output.claims[Owner.DEFAULT] = Claim(Owner.DEFAULT, default, "config")
         self.outputs[name] = output
@@ -118,6 +127,9 @@ class OutputArbiter:
         self._announce(output, before, after, reason)
         if after is not None and after.value != output.written:
             self._write_in_background(output, after.value)
+        elif after is None and output.on_unowned is not None:
+            output.submit(f"unowned:{output.name}", output.on_unowned)
+            output.written = None
         return after
 
     def tick(self) -> None:
@@ -181,7 +193,7 @@ class OutputArbiter:
         value = after.value if after else output.written
         message = f"{output.name}: owner {frm} -> {to} ({why}); value {value}"
         if after is None:
-            message += " stays on the device"
+            message += " (back to the device's own control)" if output.on_unowned else " stays"
         self._events.emit(
             "output_owner_changed",
             Severity.INFO,

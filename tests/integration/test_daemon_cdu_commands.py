@@ -30,9 +30,12 @@ async def test_override_writes_verified_and_refusals_change_nothing(
             )
             request = {"device": "cdu1", "output": "pump_speed_pct", "duration_s": 600}
 
+            assert cdu.state.control_mode == 1  # the CDU's own constant-Δp control
             result: Any = await call(sock, "override", {**request, "value": 75.0})
             assert result["held_by"] is None
             assert cdu.state.pump_speed_setpoint_pct == pytest.approx(75.0)
+            assert cdu.state.control_mode == 0  # remote speed: the setpoint now counts
+            assert cdu.target_speed_pct() == pytest.approx(75.0)
             owners = [e for e in daemon.events.recent if e.type == "output_owner_changed"]
             assert owners[-1].data["to"] == "override"
 
@@ -62,8 +65,11 @@ async def test_override_writes_verified_and_refusals_change_nothing(
                 sock, "release", {"device": "cdu1", "output": "pump_speed_pct"}
             )
             assert released["owner"] is None
-            # No lower owner: the device keeps its setpoint (a release never stops a pump).
+            # No lower owner: the CDU's own Δp control takes the pumps back
+            # (a release never stops a pump).
+            await wait_until(lambda: cdu.state.control_mode == 1, timeout_s=2)
             assert cdu.state.pump_speed_setpoint_pct == pytest.approx(75.0)
+            assert cdu.target_speed_pct() > 20.0
 
             with pytest.raises(ApiClientError, match=r"no output 'cdu1\.pump'"):
                 await call(sock, "override", {**request, "output": "pump", "value": 50})

@@ -53,3 +53,24 @@ def test_notifier_without_socket_is_silent_and_watchdog_for_another_pid_ignored(
     assert not notifier.enabled
     assert not notifier.ready("x")
     assert notifier.watchdog_interval_s is None
+
+
+def test_sysusers_puts_the_daemon_in_the_socket_group(tmp_path: Path) -> None:
+    sysusers = shutil.which("systemd-sysusers")
+    if sysusers is None:
+        pytest.fail("systemd-sysusers missing: scripts/bootstrap installs the systemd package")
+    (tmp_path / "etc").mkdir()
+    conf = UNIT.parent / "megapodd.sysusers"
+    result = subprocess.run(
+        [sysusers, "--dry-run", f"--root={tmp_path}", str(conf)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout + result.stderr
+    group_gid = out.split("Creating group 'megapod' with GID ")[1].split(".")[0]
+    assert "Creating user 'megapodd' (megapodd daemon) with UID" in out
+    assert out.split("Creating user 'megapodd'")[1].split("GID ")[1].startswith(group_gid)
+    assert "Group=megapod\n" in UNIT.read_text()
