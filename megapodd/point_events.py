@@ -5,6 +5,7 @@ value it saw so an event can say from what to what."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from drivers.base import PointValue, Quality
@@ -12,14 +13,18 @@ from megapodd.events import EventBus, Severity
 from megapodd.store import PointStore
 
 
+def _never(_value: PointValue) -> bool:
+    return False
+
+
 @dataclass(frozen=True, slots=True)
 class PointRule:
     kind: str
     pattern: re.Pattern[str]
     event_type: str
-    # Severity when the new value is `alarm_value` (if set), else `severity`.
-    severity: Severity = Severity.INFO
-    alarm_value: PointValue = None
+    # A value for which the event is an alarm; an alarming value already
+    # present at the first reading is reported too (a leak at start-up).
+    alarming: Callable[[PointValue], bool] = _never
 
 
 RULES: tuple[PointRule, ...] = (
@@ -28,12 +33,12 @@ RULES: tuple[PointRule, ...] = (
         "pdu",
         re.compile(r"(phase\d_)?load_state"),
         "pdu_load_state_changed",
-        Severity.INFO,
-        alarm_value="overload",
+        lambda v: v == "overload",
     ),
-    PointRule("cdu", re.compile(r"leak"), "leak_changed", Severity.INFO, alarm_value=True),
+    PointRule("cdu", re.compile(r"leak"), "leak_changed", lambda v: v is True),
+    PointRule("cdu", re.compile(r"leak_zones"), "leak_zones_changed", lambda v: v != 0),
     PointRule("bmc", re.compile(r"chassis_power"), "server_power_changed"),
-    PointRule("bmc", re.compile(r"leak"), "leak_changed", Severity.INFO, alarm_value=True),
+    PointRule("bmc", re.compile(r"leak"), "leak_changed", lambda v: v is True),
 )
 
 
@@ -56,11 +61,13 @@ class PointEvents:
             if rule is None:
                 continue
             key = (device_id, name)
+            first_sight = key not in self._last
             old = self._last.get(key)
             self._last[key] = point.value
-            if old is None or old == point.value:
-                continue  # first sight of a point is not a change
-            severity = Severity.ALARM if point.value == rule.alarm_value else rule.severity
+            alarm = rule.alarming(point.value)
+            if old == point.value or (first_sight and not alarm):
+                continue  # an ordinary first reading is not a change
+            severity = Severity.ALARM if alarm else Severity.INFO
             self._events.emit(
                 rule.event_type,
                 severity,
