@@ -70,6 +70,7 @@ class Daemon:
             self.commands.commands(),
             reader_group=config.api.reader_group,
             admin_group=config.api.admin_group,
+            on_refused=self.commands.refused,
         )
         self._stop = asyncio.Event()
 

@@ -290,6 +290,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 0
+    except BrokenPipeError:  # e.g. `megapodctl status --json | head`
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

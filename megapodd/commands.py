@@ -84,6 +84,13 @@ class CommandService:
             "release": Command(self._release, Role.ADMIN, "end an override"),
         }
 
+    def refused(self, name: str, args: Args, caller: Caller, error: str) -> None:
+        """Audit an acting request refused before it ran (role, arguments)."""
+        data = {"command": name, "args": dict(args), "caller": caller.as_json(), "error": error}
+        self._events.emit(
+            "command_rejected", Severity.WARNING, "megapodctl", f"{name} refused: {error}", data
+        )
+
     # -- reading -------------------------------------------------------------
 
     async def _status(self, args: Args, _caller: Caller) -> object:
@@ -118,7 +125,7 @@ class CommandService:
             self._events.emit(
                 "command_rejected", Severity.WARNING, source, f"{name} refused: {exc}", data
             )
-            raise ApiError(f"refused: {exc}") from None
+            raise ApiError(f"refused: {exc}", audited=True) from None
         except DeviceError as exc:
             self._events.emit(
                 "command_failed",
@@ -127,15 +134,15 @@ class CommandService:
                 f"{name}: device refused: {exc}",
                 {**data, "error": type(exc).__name__, "code": exc.code},
             )
-            raise ApiError(f"device refused: {exc}") from None
+            raise ApiError(f"device refused: {exc}", audited=True) from None
         except TransportError as exc:
             self._events.emit(
                 "command_failed", Severity.WARNING, source, f"{name}: no answer: {exc}", data
             )
-            raise ApiError(f"device did not answer: {exc}") from None
+            raise ApiError(f"device did not answer: {exc}", audited=True) from None
         except DriverError as exc:
             self._events.emit("command_failed", Severity.WARNING, source, f"{name}: {exc}", data)
-            raise ApiError(str(exc)) from None
+            raise ApiError(str(exc), audited=True) from None
         data["result"] = result
         data["duration_s"] = round(time.monotonic() - started, 3)
         self._events.emit("command", Severity.INFO, source, f"{name} done: {result}", data)

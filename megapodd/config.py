@@ -44,6 +44,16 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _check_secret_file(path: Path) -> None:
+    """Checked when the config is validated, so --check-config catches it."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    if not text.strip():
+        raise ValueError(f"{path} is empty")
+
+
 class PodConfig(_Section):
     id: DeviceId
 
@@ -75,6 +85,13 @@ class MqttConfig(_Section):
         except ValueError as exc:
             raise ValueError(f"bad port in {url!r}") from exc
         return url
+
+    @field_validator("password_file", "ca_file", "cert_file", "key_file")
+    @classmethod
+    def _readable_file(cls, path: Path | None) -> Path | None:
+        if path is not None:
+            _check_secret_file(path)
+        return path
 
     @field_validator("topic_prefix")
     @classmethod
@@ -119,11 +136,10 @@ class ControlConfig(_Section):
 class CduConfig(_Section):
     id: DeviceId
     url: str
-    unit: int = Field(default=1, ge=0, le=247)
+    unit: int = Field(default=1, ge=1, le=247)  # 0 is broadcast: no answers
     poll_s: float = Field(default=0.25, ge=0.05, le=60)
     timeout_s: float = Field(default=1.0, gt=0, le=30)
     retries: int = Field(default=1, ge=0, le=5)
-    stale_after_s: float | None = Field(default=None, gt=0)
     # The CDU falls back to its failsafe speed if no heartbeat arrives in this time.
     watchdog_timeout_s: int = Field(default=10, ge=1, le=600)
 
@@ -158,14 +174,18 @@ class PduConfig(_Section):
     @model_validator(mode="after")
     def _v3_needs_user(self) -> Self:
         if self.version == "3":
-            missing = [
-                name
-                for name in ("user", "auth_key_file", "priv_key_file")
-                if getattr(self, name) is None
-            ]
+            # authPriv, or authNoPriv without priv_key_file; never noAuth.
+            missing = [name for name in ("user", "auth_key_file") if getattr(self, name) is None]
             if missing:
                 raise ValueError(f"version 3 needs {', '.join(missing)}")
         return self
+
+    @field_validator("auth_key_file", "priv_key_file")
+    @classmethod
+    def _readable_key(cls, path: Path | None) -> Path | None:
+        if path is not None:
+            _check_secret_file(path)
+        return path
 
 
 class BmcConfig(_Section):

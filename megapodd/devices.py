@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from drivers.base import DeviceDriver
+from drivers.errors import ValueRejected
 from drivers.ipmi.bmc import BmcDriver
 from drivers.modbus.cdu_map import ControlMode
 from drivers.modbus_cdu import CduDriver
@@ -158,6 +159,10 @@ def build_devices(
     return devices
 
 
+# Liquid takes the GPUs' and CPUs' heat; the fans still cool everything else.
+MIN_FAN_DUTY_PCT = 20.0
+
+
 def register_outputs(arbiter: OutputArbiter, devices: Devices) -> None:
     """The actuators the arbiter owns. Their defaults are None: with no claim,
     the daemon writes nothing and the device keeps what it has."""
@@ -185,6 +190,11 @@ def register_outputs(arbiter: OutputArbiter, devices: Devices) -> None:
         driver = bmc.driver
 
         async def set_fan_duty(pct: float, driver: BmcDriver = driver) -> None:
+            if pct < MIN_FAN_DUTY_PCT:
+                raise ValueRejected(
+                    f"fan duty {pct:g} % is below the {MIN_FAN_DUTY_PCT:g} % floor "
+                    "that keeps air over memory, NICs and PSUs"
+                )
             for zone in driver.fan_zones:
                 await driver.set_fan_duty_pct(zone, round(pct))
 

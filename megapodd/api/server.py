@@ -39,6 +39,10 @@ class Role(enum.IntEnum):
 class ApiError(Exception):
     """A request was refused; the message goes back to the caller."""
 
+    def __init__(self, message: str, audited: bool = False) -> None:
+        super().__init__(message)
+        self.audited = audited  # an event already records this refusal
+
 
 @dataclass(frozen=True, slots=True)
 class Caller:
@@ -53,6 +57,8 @@ class Caller:
 
 
 Handler = Callable[[Mapping[str, object], Caller], Awaitable[object]]
+# Told of every acting request refused before its handler ran (for the audit trail).
+RefusalAudit = Callable[[str, Mapping[str, object], Caller, str], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,8 +103,10 @@ class ApiServer:
         commands: Mapping[str, Command],
         reader_group: str = "megapod",
         admin_group: str = "megapod-admin",
+        on_refused: RefusalAudit | None = None,
     ) -> None:
         self._path = path
+        self._on_refused = on_refused
         self._commands = dict(commands)
         self._reader_group = reader_group
         self._admin_group = admin_group
@@ -167,10 +175,15 @@ class ApiServer:
                 "error": f"unknown command {name!r}; known: {sorted(self._commands)}",
             }
         if caller.role < command.role:
-            return {"ok": False, "error": f"{name!r} needs the {command.role.name.lower()} role"}
+            error = f"{name!r} needs the {command.role.name.lower()} role"
+            if command.role is Role.ADMIN and self._on_refused is not None:
+                self._on_refused(name, args, caller, error)
+            return {"ok": False, "error": error}
         try:
             result = await command.handler(args, caller)
         except ApiError as exc:
+            if command.role is Role.ADMIN and not exc.audited and self._on_refused is not None:
+                self._on_refused(name, args, caller, str(exc))
             return {"ok": False, "error": str(exc)}
         except Exception as exc:  # the daemon must outlive a bad request
             log.exception("api_command_failed", cmd=name)

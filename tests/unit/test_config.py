@@ -32,8 +32,8 @@ id = "pdu-r1b"
 host = "127.0.0.1"
 version = "3"
 user = "megapod"
-auth_key_file = "/etc/megapodd/auth"
-priv_key_file = "/etc/megapodd/priv"
+auth_key_file = "KEYS/auth"
+priv_key_file = "KEYS/priv"
 rack = 1
 [[bmc]]
 id = "r1s01"
@@ -45,8 +45,13 @@ outlet = 1
 
 
 def _write(tmp_path: Path, text: str) -> Path:
+    """Write a config; KEYS stands for a directory with readable v3 key files."""
+    keys = tmp_path / "keys"
+    keys.mkdir(exist_ok=True)
+    (keys / "auth").write_text("auth-passphrase\n")
+    (keys / "priv").write_text("priv-passphrase\n")
     path = tmp_path / "megapodd.toml"
-    path.write_text(text)
+    path.write_text(text.replace("KEYS", str(keys)))
     return path
 
 
@@ -95,7 +100,7 @@ pdu = "pdu-missing"
     assert "pod.name: unknown key" in joined
     assert "mqtt.url: scheme must be mqtt:// or mqtts://" in joined
     assert "cdu.0.url:" in joined and "99999" in joined
-    assert "pdu.0: version 3 needs user, auth_key_file, priv_key_file" in joined
+    assert "pdu.0: version 3 needs user, auth_key_file" in joined
     assert "pdu.0.id: duplicate device id 'dup' (also cdu.0.id)" in joined
     assert "bmc.0.port: expected a device path or socket://host:port" in joined
     assert "bmc.0.pdu: no [[pdu]] with id 'pdu-missing'" in joined
@@ -126,8 +131,7 @@ def test_check_config_exits_2_listing_errors_and_0_when_valid(tmp_path: Path) ->
     assert "pod.id: String should match pattern" in result.stderr
     assert "pod.extra: unknown key" in result.stderr
 
-    good = tmp_path / "good.toml"
-    good.write_text(GOOD)
+    good = _write(tmp_path, GOOD)
     result = subprocess.run(
         [str(BIN / "megapodd"), "--check-config", str(good)],
         capture_output=True,
@@ -148,3 +152,15 @@ def _problems_missing(path: Path) -> list[str]:
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     return caught.value.problems
+
+
+def test_unreadable_or_empty_key_files_are_named(tmp_path: Path) -> None:
+    text = GOOD.replace("KEYS/priv", "KEYS/missing").replace(
+        'url = "mqtts://broker.example:8883"',
+        'url = "mqtts://broker.example:8883"\npassword_file = "KEYS/empty"',
+    )
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "empty").write_text("  \n")
+    problems = _problems(tmp_path, text)
+    assert any(p.startswith("pdu.1.priv_key_file: cannot read") for p in problems), problems
+    assert any(p.startswith("mqtt.password_file:") and "is empty" in p for p in problems)
