@@ -132,6 +132,7 @@ def _build_bmc(cfg: BmcConfig, store: PointStore, events: EventBus) -> BmcHandle
         timeout_s=cfg.timeout_s,
         retries=cfg.retries,
         name=cfg.id,
+        slow_non_thermal=True,
     )
     # Many exchanges per step on one line: the SDR walk (read twice, ~150
     # exchanges) at connect, one exchange per sensor per poll.

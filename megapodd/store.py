@@ -119,7 +119,9 @@ class PointStore:
         changed: set[str] = set()
         for name in names:
             point = record.points.get(name)
-            if point is None or point.quality is Quality.STALE:
+            # Only good values age: a BAD one is still being read, and turning
+            # it STALE would flap it between the two on every poll.
+            if point is None or point.quality is not Quality.GOOD:
                 continue
             if now_mono_s - point.mono_s >= stale_after_s:
                 record.points[name] = replace(point, quality=Quality.STALE)

@@ -58,6 +58,7 @@ class _GroupSchedule:
     due_s: float
     points: frozenset[str] = frozenset()
     failures: int = 0
+    last_ok_s: float = float("-inf")
 
 
 class DeviceSupervisor:
@@ -232,7 +233,9 @@ class DeviceSupervisor:
     ) -> None:
         self.polls_ok += 1
         schedule.failures = 0
-        schedule.points = schedule.points | frozenset(readings)
+        schedule.last_ok_s = now_s
+        if not schedule.points.issuperset(readings):
+            schedule.points = schedule.points | frozenset(readings)
         self._failure_streak = 0
         self._backoff.reset()
         self._store.update(self.device_id, readings, self._wall_clock(), now_s)
@@ -250,12 +253,11 @@ class DeviceSupervisor:
 
     def _refresh_staleness(self, now_s: float) -> None:
         for schedule in self._schedules:
-            self._store.mark_stale(
-                self.device_id,
-                schedule.points,
-                now_s,
-                schedule.group.period_s * self._settings.stale_periods,
-            )
+            stale_after_s = schedule.group.period_s * self._settings.stale_periods
+            # A group read well within stale_after refreshed all its good points.
+            if now_s - schedule.last_ok_s < stale_after_s:
+                continue
+            self._store.mark_stale(self.device_id, schedule.points, now_s, stale_after_s)
 
     async def _sleep_with_staleness(self, delay_s: float) -> None:
         loop = asyncio.get_running_loop()

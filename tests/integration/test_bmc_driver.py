@@ -294,3 +294,16 @@ def test_driver_satisfies_the_contract() -> None:
     assert driver.kind == "bmc"
     assert [(g.name, g.period_s) for g in driver.poll_groups()] == [("sensors", 1.0),
                                                                      ("slow", 1.0)]
+
+
+async def test_slow_non_thermal_reads_fans_and_power_with_the_slow_group(rig: Rig) -> None:
+    rig.sim.state.placeholder_physics = False
+    rig.driver.slow_non_thermal = True
+    fast = await rig.driver.read_group("sensors")
+    slow = await rig.driver.read_group("slow")
+    thermal = [p for p in POINTS if p.endswith("_c") or p == "leak"]
+    assert list(fast) == thermal
+    assert {"fan1_rpm", "fan4_rpm", "psu_power_w", "chassis_power"} <= set(slow)
+    want = expected(rig.sim)
+    assert {n: p.value for n, p in fast.items()} == {n: want[n] for n in thermal}
+    assert slow["psu_power_w"].value == want["psu_power_w"]

@@ -1,0 +1,32 @@
+"""PointStore: staleness ages good values only; NaN is no reading; change notices."""
+
+from __future__ import annotations
+
+from drivers.base import Point, Quality
+from megapodd.store import PointStore
+
+
+def test_good_values_age_to_stale_and_bad_ones_stay_bad() -> None:
+    store = PointStore()
+    store.add_device("d", "cdu")
+    changes: list[frozenset[str]] = []
+    store.add_listener(lambda _device, names: changes.append(names))
+    store.update("d", {"t_c": Point(30.0, "C"), "p_kpa": Point(None, "kPa", Quality.BAD)}, 0, 0)
+    store.mark_stale("d", ["t_c", "p_kpa"], now_mono_s=2.9, stale_after_s=3.0)
+    assert store.get("d", "t_c").quality is Quality.GOOD  # type: ignore[union-attr]
+    store.mark_stale("d", ["t_c", "p_kpa"], now_mono_s=3.0, stale_after_s=3.0)
+    stale = store.get("d", "t_c")
+    assert stale is not None and stale.quality is Quality.STALE and stale.value == 30.0
+    assert store.get("d", "p_kpa").quality is Quality.BAD  # type: ignore[union-attr]
+    assert changes == [frozenset({"t_c", "p_kpa"}), frozenset({"t_c"})]
+    # The same bad reading again is not a change: nothing flaps.
+    store.update("d", {"p_kpa": Point(None, "kPa", Quality.BAD)}, 4, 4)
+    assert len(changes) == 2
+
+
+def test_nan_is_stored_as_a_bad_reading_without_a_value() -> None:
+    store = PointStore()
+    store.add_device("d", "bmc")
+    store.update("d", {"x_w": Point(float("nan"), "W")}, 0, 0)
+    point = store.get("d", "x_w")
+    assert point is not None and point.value is None and point.quality is Quality.BAD
