@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections.abc import Awaitable, Callable
 from importlib.metadata import PackageNotFoundError, version
 
 import structlog
 
 from megapodd.api.server import ApiServer
+from megapodd.backoff import Backoff
 from megapodd.commands import CommandService
 from megapodd.config import Config
 from megapodd.control.arbiter import OutputArbiter
@@ -86,12 +88,16 @@ class Daemon:
             {"boot_id": self.boot_id},
         )
         async with asyncio.TaskGroup() as group:
-            publisher = group.create_task(self.publisher.run(), name="mqtt-publisher")
+            publisher = group.create_task(
+                self._keep_running("mqtt publisher", self.publisher.run), name="mqtt-publisher"
+            )
             others = [
                 group.create_task(sup.run(), name=f"supervisor:{sup.device_id}")
                 for sup in self.devices.supervisors
             ]
-            others.append(group.create_task(self.api.run(), name="api"))
+            others.append(
+                group.create_task(self._keep_running("local API", self.api.run), name="api")
+            )
             others.append(group.create_task(self.tick.run(), name="control-tick"))
             self.notifier.ready(f"supervising {len(self.devices.supervisors)} devices")
             await self._stop.wait()
@@ -106,6 +112,28 @@ class Daemon:
             for task in others:
                 task.cancel()
         self.notifier.close()
+
+    async def _keep_running(self, what: str, run: Callable[[], Awaitable[None]]) -> None:
+        """Run a service task; if it fails, say so and start it again.
+
+        A bug in publishing or in the local API must not end the TaskGroup:
+        that would stop supervision of every device with it."""
+        backoff = Backoff(initial_s=1.0, max_s=30.0)
+        while True:
+            try:
+                await run()
+            except Exception as exc:  # restarted below; the traceback goes to the log
+                log.exception("service_failed", service=what)
+                self.events.emit(
+                    "service_failed",
+                    Severity.ALARM,
+                    "megapodd",
+                    f"{what} failed ({type(exc).__name__}: {exc}); restarting it",
+                    {"service": what, "error": type(exc).__name__},
+                )
+                await asyncio.sleep(backoff.next_delay_s())
+            else:
+                return
 
     def pod_info(self) -> dict[str, object]:
         return {

@@ -8,6 +8,7 @@ outbox stores and forwards while the broker is away.
 from __future__ import annotations
 
 import enum
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -52,6 +53,19 @@ class Event:
 EventSink = Callable[[Event], None]
 
 
+def json_safe(value: object) -> object:
+    """Event data as plain JSON: NaN/inf become None, unknown objects their text."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, str | int | bool):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return str(value)
+
+
 class EventBus:
     def __init__(
         self, boot_id: str = "", recent_max: int = 500, clock: Callable[[], float] = time.time
@@ -88,5 +102,8 @@ class EventBus:
         log_method = log.info if severity is Severity.INFO else log.warning
         log_method(type_, source=source, message=message, seq=event.seq, **dict(event.data))
         for sink in self._sinks:
-            sink(event)
+            try:
+                sink(event)
+            except Exception:  # a failing sink must not fail the task that emitted
+                log.exception("event_sink_failed", seq=event.seq, sink=repr(sink))
         return event

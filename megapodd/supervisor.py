@@ -36,6 +36,14 @@ OnConnect = Callable[[DeviceDriver], Awaitable[None]]
 Action = Callable[[], Awaitable[None]]
 
 
+def _raise_if_cancelling() -> None:
+    """Python 3.11's wait_for (inside pymodbus) can turn a cancellation into the
+    error it was racing; a handler that caught that error must not loop on."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 @dataclass(frozen=True, slots=True)
 class SupervisorSettings:
     # Outer bounds around the driver's own per-request timeouts and retries:
@@ -160,6 +168,7 @@ class DeviceSupervisor:
                         {"error": type(exc).__name__},
                     )
                     self._go_offline(reason, Severity.ALARM)
+                _raise_if_cancelling()
                 await self._close_quietly()
                 await self._sleep_with_staleness(self._backoff.next_delay_s())
         finally:
@@ -182,6 +191,7 @@ class DeviceSupervisor:
         for schedule in self._schedules:
             schedule.due_s = now
         while True:
+            _raise_if_cancelling()
             await self._run_actions()
             now = loop.time()
             for schedule in self._schedules:

@@ -68,6 +68,11 @@ class Command:
     help: str
 
 
+def _refuse_constant(name: str) -> object:
+    """NaN and Infinity are not JSON; a request carrying one is refused."""
+    raise ValueError(f"request is not JSON: {name} is not a number JSON allows")
+
+
 def _group_id(name: str) -> int | None:
     try:
         return grp.getgrnam(name).gr_gid
@@ -159,9 +164,11 @@ class ApiServer:
 
     async def _handle(self, line: bytes, caller: Caller) -> dict[str, object]:
         try:
-            request = json.loads(line)
+            request = json.loads(line, parse_constant=_refuse_constant)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             return {"ok": False, "error": f"request is not JSON: {exc}"}
+        except ValueError as exc:
+            return {"ok": False, "error": str(exc)}
         if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
             return {"ok": False, "error": 'request must be an object with a string "cmd"'}
         args = request.get("args", {})

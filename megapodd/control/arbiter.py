@@ -59,6 +59,7 @@ class Output:
     on_unowned: Unowned | None = None
     claims: dict[Owner, Claim] = field(default_factory=dict)
     written: float | None = None  # last value confirmed on the device
+    handed_back: bool = False  # on_unowned ran: the device controls itself
     retry_at_s: float | None = None  # a background write failed: try again then
     backoff: Backoff = field(default_factory=lambda: Backoff(initial_s=1.0, max_s=30.0))
 
@@ -113,6 +114,7 @@ class OutputArbiter:
                 output.claims[claim.owner] = replaced
             raise
         output.written = claim.value
+        output.handed_back = False
         output.retry_at_s = None
         self._announce(output, before, after, "claimed")
         return after
@@ -125,11 +127,7 @@ class OutputArbiter:
             return before
         after = output.winner()
         self._announce(output, before, after, reason)
-        if after is not None and after.value != output.written:
-            self._write_in_background(output, after.value)
-        elif after is None and output.on_unowned is not None:
-            output.submit(f"unowned:{output.name}", output.on_unowned)
-            output.written = None
+        self._sync_in_background(output)
         return after
 
     def tick(self) -> None:
@@ -141,10 +139,8 @@ class OutputArbiter:
             if expires is not None and now >= expires:
                 self.release(output.name, Owner.OVERRIDE, "override expired")
             if output.retry_at_s is not None and now >= output.retry_at_s:
-                winner = output.winner()
                 output.retry_at_s = None
-                if winner is not None and winner.value != output.written:
-                    self._write_in_background(output, winner.value)
+                self._sync_in_background(output)
 
     def snapshot(self) -> dict[str, object]:
         now = self._clock()
@@ -159,17 +155,28 @@ class OutputArbiter:
             }
         return result
 
-    def _write_in_background(self, output: Output, value: float) -> None:
-        async def write() -> None:
-            try:
-                await output.writer(value)
-            except DriverError:
-                output.retry_at_s = self._clock() + output.backoff.next_delay_s()
-                raise  # the supervisor raises the event
-            output.written = value
-            output.backoff.reset()
+    def _sync_in_background(self, output: Output) -> None:
+        """Bring the device to whatever the winner is when the write runs (not
+        when it was queued), so a queued write can never undo a newer claim."""
 
-        output.submit(f"write:{output.name}", write)
+        async def sync() -> None:
+            done = False
+            try:
+                winner = output.winner()
+                if winner is not None:
+                    if winner.value != output.written or output.handed_back:
+                        await output.writer(winner.value)
+                        output.written, output.handed_back = winner.value, False
+                elif output.on_unowned is not None and not output.handed_back:
+                    await output.on_unowned()
+                    output.written, output.handed_back = None, True
+                done = True
+                output.backoff.reset()
+            finally:
+                if not done:  # refused, lost or timed out: try again from the tick
+                    output.retry_at_s = self._clock() + output.backoff.next_delay_s()
+
+        output.submit(f"sync:{output.name}", sync)
 
     def _announce(
         self, output: Output, before: Claim | None, after: Claim | None, why: str

@@ -1,8 +1,13 @@
-"""Store-and-forward queue for events: never drops, keeps order.
+"""Store-and-forward queue for events: never drops one, keeps their order.
 
-The oldest events wait in memory; once memory holds `memory_max`, newer ones
-are appended to a spill file in the state directory and read back in order as
-the memory queue drains. A daemon restart loses nothing that reached the file.
+Every event is appended to a journal in the state directory the moment it is
+made (one write, no fsync: a daemon crash loses nothing the kernel has), and
+read back from there in order. A side file holds the offset of the last event
+the broker acknowledged, rewritten every few acknowledgements and at exit, so
+a restart re-sends at most a handful (delivery is at least once: subscribers
+tell events apart by boot_id and seq). When the journal cannot be written
+(disk full, read-only), events wait in memory and the write is retried.
+A line that does not parse (a torn write at power loss) is skipped and counted.
 """
 
 from __future__ import annotations
@@ -12,68 +17,185 @@ import json
 import os
 from collections import deque
 from pathlib import Path
+from typing import BinaryIO
+
+import structlog
+
+log = structlog.get_logger("megapodd.outbox")
+
+# Rewrite the committed offset after this many acknowledgements.
+_COMMIT_EVERY = 50
+
+
+def _parse(line: bytes) -> dict[str, object] | None:
+    try:
+        payload = json.loads(line)
+    except ValueError:  # also UnicodeDecodeError
+        return None
+    return payload if isinstance(payload, dict) else None
 
 
 class EventOutbox:
-    def __init__(self, spill_path: Path, memory_max: int = 10_000) -> None:
-        self._memory: deque[dict[str, object]] = deque()
+    def __init__(self, journal_path: Path, memory_max: int = 10_000) -> None:
+        self._path = journal_path
+        self._offset_path = journal_path.with_name(journal_path.name + ".offset")
         self._memory_max = memory_max
-        self._spill_path = spill_path
-        self._spilled = self._count_spilled()
+        self._cache: deque[tuple[dict[str, object], int]] = deque()  # event, its end offset
+        self._unwritten: deque[dict[str, object]] = deque()
+        self._writer: BinaryIO | None = None
+        self._write_failing = False
+        self._acks_since_commit = 0
+        self.corrupt_lines = 0
+        self._committed = self._load_offset()
+        self._read_offset = self._committed
+        self._pending = self._count_lines_from(self._committed)
 
     def __len__(self) -> int:
-        return len(self._memory) + self._spilled
+        return self._pending + len(self._unwritten)
 
     def put(self, payload: dict[str, object]) -> None:
-        if self._spilled == 0 and len(self._memory) < self._memory_max:
-            self._memory.append(payload)
-            return
-        self._spill_path.parent.mkdir(parents=True, exist_ok=True)
-        with self._spill_path.open("a", encoding="utf-8") as spill:
-            spill.write(json.dumps(payload, separators=(",", ":")) + "\n")
-        self._spilled += 1
+        self._unwritten.append(payload)
+        self._flush()
 
     def peek(self) -> dict[str, object] | None:
-        if not self._memory and self._spilled:
-            self._refill()
-        return self._memory[0] if self._memory else None
+        """The oldest event not yet acknowledged, or None."""
+        if not self._cache:
+            self._flush()
+            self._fill()
+        if self._cache:
+            return self._cache[0][0]
+        return self._unwritten[0] if self._unwritten else None
 
     def pop(self) -> None:
-        """Remove the head once it has been delivered."""
-        self._memory.popleft()
+        """The broker acknowledged the head: drop it for good."""
+        if not self._cache:
+            self._unwritten.popleft()  # the journal is unwritable: memory only
+            return
+        _, end = self._cache.popleft()
+        self._committed = end
+        self._pending -= 1
+        self._acks_since_commit += 1
+        if self._pending == 0:
+            self._reset_journal()
+        elif self._acks_since_commit >= _COMMIT_EVERY:
+            self._commit()
 
     def persist(self) -> None:
-        """Move what waits in memory to the front of the spill file (at exit)."""
-        if not self._memory:
+        """At exit: everything written and the offset on disk."""
+        self._flush()
+        if self._writer is not None:
+            with contextlib.suppress(OSError):
+                os.fsync(self._writer.fileno())
+        if self._pending:
+            self._commit()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    # -- journal -------------------------------------------------------------
+
+    def _flush(self) -> None:
+        if not self._unwritten:
             return
-        self._spill_path.parent.mkdir(parents=True, exist_ok=True)
-        lines = [json.dumps(p, separators=(",", ":")) + "\n" for p in self._memory]
-        with contextlib.suppress(FileNotFoundError):
-            lines += self._spill_path.read_text(encoding="utf-8").splitlines(keepends=True)
-        tmp = self._spill_path.with_suffix(".tmp")
-        with tmp.open("w", encoding="utf-8") as out:
-            out.writelines(lines)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, self._spill_path)
-        self._spilled += len(self._memory)
-        self._memory.clear()
-
-    def _refill(self) -> None:
-        lines = self._spill_path.read_text(encoding="utf-8").splitlines()
-        take, keep = lines[: self._memory_max], lines[self._memory_max :]
-        for line in take:
-            self._memory.append(json.loads(line))
-        tmp = self._spill_path.with_suffix(".tmp")
-        tmp.write_text("".join(f"{line}\n" for line in keep), encoding="utf-8")
-        os.replace(tmp, self._spill_path)
-        self._spilled = len(keep)
-        if not keep:
-            self._spill_path.unlink(missing_ok=True)
-
-    def _count_spilled(self) -> int:
+        data = b"".join(
+            json.dumps(p, separators=(",", ":"), allow_nan=False).encode() + b"\n"
+            for p in self._unwritten
+        )
         try:
-            with self._spill_path.open(encoding="utf-8") as spill:
-                return sum(1 for _ in spill)
-        except FileNotFoundError:
+            if self._writer is None:
+                self._writer = self._open_writer()
+            self._writer.write(data)
+            self._writer.flush()
+        except (OSError, ValueError) as exc:
+            if not self._write_failing:
+                log.warning("event_journal_write_failed", path=str(self._path), error=str(exc))
+            self._write_failing = True
+            self.close()
+            return
+        if self._write_failing:
+            log.info("event_journal_writable_again", path=str(self._path))
+        self._write_failing = False
+        self._pending += len(self._unwritten)
+        self._unwritten.clear()
+
+    def _open_writer(self) -> BinaryIO:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        writer = self._path.open("ab")
+        # A torn last line (power loss mid-write) must not swallow the next one.
+        if writer.tell() > 0:
+            with self._path.open("rb") as reader:
+                reader.seek(-1, os.SEEK_END)
+                if reader.read(1) != b"\n":
+                    writer.write(b"\n")
+                    self._pending += 1  # now a whole (corrupt) line, skipped when read
+        return writer
+
+    def _fill(self) -> None:
+        if self._pending == 0:
+            return
+        try:
+            with self._path.open("rb") as reader:
+                reader.seek(self._read_offset)
+                while len(self._cache) < self._memory_max:
+                    line = reader.readline()
+                    if not line.endswith(b"\n"):
+                        break  # end of the journal
+                    end = reader.tell()
+                    self._read_offset = end
+                    payload = _parse(line)
+                    if payload is None:
+                        self._skip_corrupt(end)
+                        continue
+                    self._cache.append((payload, end))
+        except OSError as exc:
+            log.warning("event_journal_read_failed", path=str(self._path), error=str(exc))
+        if not self._cache and self._pending:
+            # Fewer lines than counted (the file was cut short): nothing more to send.
+            self._pending = 0
+            self._reset_journal()
+
+    def _skip_corrupt(self, end: int) -> None:
+        self.corrupt_lines += 1
+        self._pending -= 1
+        log.warning("event_journal_line_corrupt", path=str(self._path), end_offset=end)
+        if not self._cache:
+            self._committed = end
+
+    def _commit(self) -> None:
+        self._acks_since_commit = 0
+        tmp = self._offset_path.with_name(self._offset_path.name + ".tmp")
+        try:
+            with tmp.open("w", encoding="ascii") as out:
+                out.write(f"{self._committed}\n")
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, self._offset_path)
+        except OSError as exc:
+            log.warning("event_journal_offset_failed", path=str(self._offset_path), error=str(exc))
+
+    def _reset_journal(self) -> None:
+        """Everything was delivered: start an empty journal."""
+        self.close()
+        for path in (self._path, self._offset_path):
+            with contextlib.suppress(OSError):
+                path.unlink()
+        self._committed = self._read_offset = 0
+        self._acks_since_commit = 0
+
+    def _load_offset(self) -> int:
+        try:
+            offset = int(self._offset_path.read_text(encoding="ascii").strip())
+            size = self._path.stat().st_size
+        except (OSError, ValueError):
+            return 0
+        return offset if 0 <= offset <= size else 0
+
+    def _count_lines_from(self, offset: int) -> int:
+        try:
+            with self._path.open("rb") as reader:
+                reader.seek(offset)
+                return sum(1 for line in reader if line.endswith(b"\n"))
+        except OSError:
             return 0

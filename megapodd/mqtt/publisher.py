@@ -94,6 +94,7 @@ class MqttPublisher:
             await self._connect_loop()
         finally:
             self._outbox.persist()
+            self._outbox.close()
 
     async def _connect_loop(self) -> None:
         while not self._stopping.is_set():
@@ -202,8 +203,12 @@ class MqttPublisher:
                 pass
         await self._drain_events(client)
 
-    async def _drain_events(self, client: aiomqtt.Client) -> None:
-        while (payload := self._outbox.peek()) is not None:
+    async def _drain_events(self, client: aiomqtt.Client, batch: int = 100) -> None:
+        """Send queued events, a batch at a time so a backlog after an outage
+        does not hold device state back."""
+        for _ in range(batch):
+            if (payload := self._outbox.peek()) is None:
+                return
             await client.publish(self.topic("events"), _dumps(payload), qos=1)
             self._outbox.pop()  # only once the broker has it
 

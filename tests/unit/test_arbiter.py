@@ -118,3 +118,56 @@ async def test_failed_background_writes_are_retried_with_backoff() -> None:
     arbiter.tick()
     await device.run_background()
     assert device.values[-1] == 50.0 and arbiter.outputs["cdu1.pump"].written == 50.0
+
+
+async def test_a_queued_hand_back_never_undoes_a_newer_claim() -> None:
+    device = Device()
+    handed_back: list[bool] = []
+
+    async def hand_back() -> None:
+        handed_back.append(True)
+
+    events = EventBus()
+    arbiter = OutputArbiter(events, lambda: asyncio.get_running_loop().time())
+    arbiter.add_output("cdu1.pump", "cdu1", device.write, device.submit, None, hand_back)
+    now = asyncio.get_running_loop().time()
+    await arbiter.claim("cdu1.pump", Claim(Owner.OVERRIDE, 80.0, "uid 0", now + 60))
+    arbiter.release("cdu1.pump", Owner.OVERRIDE, "released")  # hand-back queued, not yet run
+    await arbiter.claim("cdu1.pump", Claim(Owner.OVERRIDE, 90.0, "uid 0", now + 60))
+    await device.run_background()  # the queued action sees the newer claim
+    assert device.values == [80.0, 90.0] and handed_back == []
+    arbiter.release("cdu1.pump", Owner.OVERRIDE, "released")
+    await device.run_background()
+    assert handed_back == [True]
+    assert arbiter.outputs["cdu1.pump"].handed_back
+
+
+@pytest.mark.looptime
+async def test_a_background_write_that_times_out_is_retried() -> None:
+    device = Device()
+    arbiter, _ = _arbiter(device)
+    now = asyncio.get_running_loop().time()
+    await arbiter.claim("cdu1.pump", Claim(Owner.LOOP, 50.0, "loop"))
+    await arbiter.claim("cdu1.pump", Claim(Owner.OVERRIDE, 70.0, "uid 0", now + 5))
+    hang = asyncio.Event()
+    real_write = device.write
+
+    async def hanging_write(value: float) -> None:
+        await hang.wait()
+        await real_write(value)
+
+    arbiter.outputs["cdu1.pump"].writer = hanging_write
+    await asyncio.sleep(6)
+    arbiter.tick()  # expiry queues the write of the loop's 50; it hangs
+    [action] = device.background
+    device.background.clear()
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(2):  # the supervisor's action timeout
+            await action()
+    output = arbiter.outputs["cdu1.pump"]
+    assert output.written == 70.0 and output.retry_at_s is not None
+    arbiter.outputs["cdu1.pump"].writer = real_write
+    await asyncio.sleep(2)
+    arbiter.tick()
+    await device.run_background()
+    assert output.written == 50.0 and device.values[-1] == 50.0

@@ -1,4 +1,5 @@
-"""The event outbox keeps order and drops nothing, even past its memory."""
+"""The event outbox keeps order and drops nothing: across restarts, torn
+lines and an unwritable journal."""
 
 from __future__ import annotations
 
@@ -12,36 +13,82 @@ from megapodd.mqtt.deadband import changed_beyond_deadband
 from megapodd.mqtt.outbox import EventOutbox
 
 
-def _drain(outbox: EventOutbox) -> list[object]:
-    out: list[object] = []
+def _drain(outbox: EventOutbox) -> list[int]:
+    out: list[int] = []
     while (head := outbox.peek()) is not None:
-        out.append(head["seq"])
+        seq = head["seq"]
+        assert isinstance(seq, int)
+        out.append(seq)
         outbox.pop()
     return out
 
 
-def test_spills_to_disk_beyond_memory_and_survives_a_restart(tmp_path: Path) -> None:
-    spill = tmp_path / "outbox.jsonl"
-    outbox = EventOutbox(spill, memory_max=100)
+def test_a_restart_resends_from_the_last_acknowledged_event(tmp_path: Path) -> None:
+    journal = tmp_path / "outbox.jsonl"
+    outbox = EventOutbox(journal, memory_max=100)
     for seq in range(250):
         outbox.put({"seq": seq})
-    assert len(outbox) == 250 and spill.exists()
-    # A restart keeps what was spilled (memory is gone with the process).
-    reborn = EventOutbox(spill, memory_max=100)
-    assert len(reborn) == 150
-    assert _drain(outbox)[:100] == list(range(100))
+    assert len(outbox) == 250
+    for _ in range(120):
+        assert outbox.peek() is not None
+        outbox.pop()
+    outbox.persist()
+    outbox.close()
+    reborn = EventOutbox(journal, memory_max=100)
+    assert len(reborn) == 130
+    assert _drain(reborn) == list(range(120, 250))
+    assert not journal.exists()  # all delivered: the journal starts afresh
+
+
+def test_without_persist_a_crash_resends_at_most_a_few(tmp_path: Path) -> None:
+    journal = tmp_path / "outbox.jsonl"
+    outbox = EventOutbox(journal)
+    for seq in range(200):
+        outbox.put({"seq": seq})
+    for _ in range(130):
+        outbox.peek()
+        outbox.pop()
+    # No persist, no close: as after SIGKILL.
+    reborn = EventOutbox(journal)
+    resent = _drain(reborn)
+    assert resent[-1] == 199 and resent == list(range(resent[0], 200))
+    assert 130 - 50 <= resent[0] <= 130
+
+
+def test_a_torn_line_is_skipped_and_counted(tmp_path: Path) -> None:
+    journal = tmp_path / "outbox.jsonl"
+    journal.write_bytes(b'{"seq":0}\n{"seq":1,"ty\n{"seq":2}\n{"seq":3')  # torn twice
+    outbox = EventOutbox(journal)
+    outbox.put({"seq": 4})
+    assert _drain(outbox) == [0, 2, 4]
+    assert outbox.corrupt_lines == 2  # the last torn write is terminated, then skipped too
+
+
+def test_an_unwritable_journal_keeps_events_in_memory_in_order(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    outbox = EventOutbox(blocker / "outbox.jsonl")
+    for seq in range(5):
+        outbox.put({"seq": seq})
+    assert len(outbox) == 5
+    assert _drain(outbox) == [0, 1, 2, 3, 4]
 
 
 @settings(max_examples=50, deadline=None)
-@given(st.lists(st.sampled_from(["put", "take"]), max_size=400), st.integers(100, 130))
+@given(st.lists(st.sampled_from(["put", "take", "restart"]), max_size=300), st.integers(1, 30))
 def test_order_is_kept_whatever_the_interleaving(ops: list[str], memory_max: int) -> None:
     with tempfile.TemporaryDirectory() as directory:
-        outbox = EventOutbox(Path(directory) / "o.jsonl", memory_max=memory_max)
+        journal = Path(directory) / "o.jsonl"
+        outbox = EventOutbox(journal, memory_max=memory_max)
         put, taken = 0, []
         for op in ops:
             if op == "put":
                 outbox.put({"seq": put})
                 put += 1
+            elif op == "restart":
+                outbox.persist()
+                outbox.close()
+                outbox = EventOutbox(journal, memory_max=memory_max)
             elif (head := outbox.peek()) is not None:
                 taken.append(head["seq"])
                 outbox.pop()
