@@ -161,7 +161,10 @@ class SnmpPduDriver:
             action = OutletAction(action)
         except ValueError:
             raise ValueRejected(f"pdu {self.host}: unknown outlet action {action!r}") from None
-        await self._client.set([VarBind.integer((*_OUTLET_CONTROL, outlet), _COMMANDS[action])])
+        command = VarBind.integer((*_OUTLET_CONTROL, outlet), _COMMANDS[action])
+        # On and off may be resent safely; a reboot resent after a lost reply
+        # would reboot the server twice.
+        await self._client.set([command], once=action is OutletAction.REBOOT)
         want = _STATE_OFF if action is OutletAction.OFF else _STATE_ON
         state_oid = (*_OUTLET_STATUS, 5, outlet)
         pending_oid = (*_OUTLET_STATUS, 6, outlet)

@@ -134,8 +134,10 @@ class SnmpClient:
         )
         return pdu.varbinds
 
-    async def set(self, varbinds: Sequence[VarBind]) -> tuple[VarBind, ...]:
-        return (await self.request(PduType.SET, varbinds)).varbinds
+    async def set(self, varbinds: Sequence[VarBind], *, once: bool = False) -> tuple[VarBind, ...]:
+        """`once`: send a single time, never resend (a lost reply to a reboot
+        command must not reboot twice)."""
+        return (await self.request(PduType.SET, varbinds, once=once)).varbinds
 
     async def request(
         self,
@@ -143,6 +145,8 @@ class SnmpClient:
         varbinds: Sequence[VarBind],
         non_repeaters: int = 0,
         max_repetitions: int = 0,
+        *,
+        once: bool = False,
     ) -> Pdu:
         """Send one request PDU and return the Response; raises on error-status."""
         vbs = tuple(varbinds)
@@ -153,10 +157,10 @@ class SnmpClient:
                 pdu = Pdu(pdu_type, rid, non_repeaters, max_repetitions, vbs)
                 return encode_community(CommunityMessage(community, pdu))
 
-            reply = await self._exchange(build_v2c, None)
+            reply = await self._exchange(build_v2c, None, once)
         else:
             reply = await self._request_v3(
-                self._user, pdu_type, vbs, non_repeaters, max_repetitions
+                self._user, pdu_type, vbs, non_repeaters, max_repetitions, once
             )
         pdu = reply.pdu
         if pdu.type is not PduType.RESPONSE:
@@ -174,6 +178,7 @@ class SnmpClient:
         vbs: tuple[VarBind, ...],
         non_rep: int,
         max_rep: int,
+        once: bool = False,
     ) -> _Reply:
         engine = self._engine or await self._discover(user)
         for attempt in range(2):
@@ -194,7 +199,7 @@ class SnmpClient:
                     max_size=self._max_size,
                 )
 
-            reply = await self._exchange(build_v3, engine.keys)
+            reply = await self._exchange(build_v3, engine.keys, once)
             if reply.pdu.type is not PduType.REPORT:
                 return reply
             stat = _report_stat(reply.pdu)
@@ -244,13 +249,16 @@ class SnmpClient:
         self._next_id = rid + 1 if rid < _ID_LIMIT else 1
         return rid
 
-    async def _exchange(self, build: Callable[[int], bytes], keys: LocalizedUser | None) -> _Reply:
+    async def _exchange(
+        self, build: Callable[[int], bytes], keys: LocalizedUser | None, once: bool = False
+    ) -> _Reply:
         if self._link is None:
             raise TransportError(f"SNMP client for {self.host}:{self.port} is not open")
         future: asyncio.Future[_Reply] = asyncio.get_running_loop().create_future()
         ids: list[int] = []
+        attempts = 1 if once else self.retries + 1
         try:
-            for _ in range(self.retries + 1):
+            for _ in range(attempts):
                 rid = self._take_id()
                 ids.append(rid)
                 # Earlier attempts stay registered: a late answer to one is as good.
@@ -263,7 +271,8 @@ class SnmpClient:
                 except TimeoutError:
                     self.stats.timeouts += 1
             raise SnmpTimeout(
-                f"no answer from {self.host}:{self.port} after {self.retries + 1} attempts "
+                f"no answer from {self.host}:{self.port} after {attempts} "
+                f"{'attempt' if attempts == 1 else 'attempts'} "
                 f"of {self.timeout_s} s"
             )
         finally:

@@ -44,6 +44,8 @@ class UdpLink:
         try:
             infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
         except socket.gaierror as exc:
+            if exc.errno == socket.EAI_AGAIN:  # the resolver is down for now: retry later
+                raise TransportError(f"cannot resolve SNMP host {host!r} yet: {exc}") from exc
             raise ConfigurationError(f"cannot resolve SNMP host {host!r}: {exc}") from exc
         family, _, _, _, sockaddr = infos[0]
         peer = (str(sockaddr[0]), int(sockaddr[1]))

@@ -339,3 +339,26 @@ async def test_v3_time_keeps_up_with_the_loop_clock() -> None:
             assert agent.stats.reports == 1  # only the discovery Report
     finally:
         agent.close()
+
+
+@pytest.mark.looptime
+async def test_a_set_sent_once_is_never_resent() -> None:
+    """A reboot command whose reply is lost must not be sent again."""
+    received: list[bytes] = []
+    loop = asyncio.get_running_loop()
+
+    class Silent(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+            received.append(data)
+
+    transport, _ = await loop.create_datagram_endpoint(Silent, local_addr=("127.0.0.1", 0))
+    port = transport.get_extra_info("sockname")[1]
+    client = SnmpClient("127.0.0.1", port, timeout_s=1.0, retries=2)
+    await client.open()
+    try:
+        with pytest.raises(SnmpTimeout, match="after 1 attempt "):
+            await client.set([VarBind.integer((1, 3, 6, 1, 2, 1, 1, 5, 0), 3)], once=True)
+        assert len(received) == 1
+    finally:
+        await client.close()
+        transport.close()
