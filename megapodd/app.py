@@ -8,13 +8,14 @@ import contextlib
 import uuid
 from collections.abc import Awaitable, Callable
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 import structlog
 
 from megapodd.api.server import ApiServer
 from megapodd.backoff import Backoff
 from megapodd.commands import CommandService
-from megapodd.config import Config
+from megapodd.config import Config, ConfigError
 from megapodd.control.arbiter import OutputArbiter
 from megapodd.control_tick import ControlTick, HeartbeatDue
 from megapodd.devices import build_devices, register_outputs
@@ -30,6 +31,10 @@ log = structlog.get_logger("megapodd.app")
 _STOP_PUBLISH_TIMEOUT_S = 3.0
 
 
+# How often the tick ages points whose device is busy, hung or reconnecting.
+_STALENESS_CHECK_S = 0.25
+
+
 def _loop_clock() -> float:
     return asyncio.get_running_loop().time()
 
@@ -42,26 +47,37 @@ def daemon_version() -> str:
 
 
 class Daemon:
-    def __init__(self, config: Config, notifier: Notifier | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        notifier: Notifier | None = None,
+        config_path: Path = Path("megapodd.toml"),
+    ) -> None:
         self.config = config
         self.version = daemon_version()
         self.boot_id = uuid.uuid4().hex
         self.notifier = notifier or Notifier()
         self.store = PointStore()
         self.events = EventBus(self.boot_id)
-        config.state.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            config.state.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            problem = f"state.dir: cannot create {config.state.dir}: {exc.strerror}"
+            raise ConfigError(config_path, [problem]) from None
         self.publisher = MqttPublisher(
             config.mqtt, config.pod.id, self.store, config.state.dir, self.version, self.boot_id
         )
         self.events.add_sink(self.publisher.on_event)
-        self.devices = build_devices(config, self.store, self.events)
+        self.devices = build_devices(config, self.store, self.events, config_path)
         self.arbiter = OutputArbiter(self.events, _loop_clock)
         register_outputs(self.arbiter, self.devices)
         duties = [
-            HeartbeatDue(max(1.0, cdu.config.watchdog_timeout_s / 3), cdu.heartbeat)
+            # Four heartbeats per CDU watchdog period: one may wait behind a poll.
+            HeartbeatDue(cdu.config.watchdog_timeout_s / 4, cdu.heartbeat)
             for cdu in self.devices.cdus.values()
         ]
         duties.append(HeartbeatDue(0.0, self.arbiter.tick))
+        duties.append(HeartbeatDue(_STALENESS_CHECK_S, self._refresh_staleness))
         self.tick = ControlTick(config.control.tick_s, self.notifier, duties)
         self.point_events = PointEvents(self.store, self.events)
         self.commands = CommandService(
@@ -112,6 +128,11 @@ class Daemon:
             for task in others:
                 task.cancel()
         self.notifier.close()
+
+    def _refresh_staleness(self) -> None:
+        now = _loop_clock()
+        for supervisor in self.devices.supervisors:
+            supervisor.refresh_staleness(now)
 
     async def _keep_running(self, what: str, run: Callable[[], Awaitable[None]]) -> None:
         """Run a service task; if it fails, say so and start it again.

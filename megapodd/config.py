@@ -130,7 +130,7 @@ class StateConfig(_Section):
 
 
 class ControlConfig(_Section):
-    tick_s: float = Field(default=0.1, gt=0.0, le=5.0)
+    tick_s: float = Field(default=0.1, ge=0.01, le=5.0)
 
 
 class CduConfig(_Section):
@@ -141,7 +141,8 @@ class CduConfig(_Section):
     timeout_s: float = Field(default=1.0, gt=0, le=30)
     retries: int = Field(default=1, ge=0, le=5)
     # The CDU falls back to its failsafe speed if no heartbeat arrives in this time.
-    watchdog_timeout_s: int = Field(default=10, ge=1, le=600)
+    # At least 4 s: heartbeats go every quarter of it and may queue behind a poll.
+    watchdog_timeout_s: int = Field(default=10, ge=4, le=600)
 
     @field_validator("url")
     @classmethod
@@ -228,6 +229,35 @@ class Config(_Section):
     bmc: list[BmcConfig] = []
 
 
+def _serial_line(kind: str, device: dict[str, object]) -> str | None:
+    """The serial device a section opens, if any."""
+    if kind == "bmc":
+        port = device.get("port")
+        return port if isinstance(port, str) and port.startswith("/") else None
+    url = device.get("url")
+    if isinstance(url, str) and url.startswith("modbus+rtu://"):
+        return urlsplit(url).path
+    return None
+
+
+def _shared_lines(data: dict[str, object]) -> list[str]:
+    """Two drivers on one serial line would garble each other's frames."""
+    problems: list[str] = []
+    seen: dict[str, str] = {}
+    for kind in ("cdu", "bmc"):
+        devices = data.get(kind)
+        for index, device in enumerate(devices if isinstance(devices, list) else []):
+            if not isinstance(device, dict) or (line := _serial_line(kind, device)) is None:
+                continue
+            key = "port" if kind == "bmc" else "url"
+            where = f"{kind}.{index}.{key}"
+            if line in seen:
+                problems.append(f"{where}: serial line {line} is already used by {seen[line]}")
+            else:
+                seen[line] = where
+    return problems
+
+
 def _cross_check(data: dict[str, object]) -> list[str]:
     """Checks across sections, run on the raw data so they are reported even
     when other fields are invalid (every problem at once)."""
@@ -250,6 +280,7 @@ def _cross_check(data: dict[str, object]) -> list[str]:
                 seen[device_id] = where
             if kind == "pdu":
                 pdu_outlets[device_id] = device.get("outlets", 24)
+    problems.extend(_shared_lines(data))
     bmcs = data.get("bmc")
     for index, bmc in enumerate(bmcs if isinstance(bmcs, list) else []):
         if not isinstance(bmc, dict) or "pdu" not in bmc:
@@ -295,6 +326,8 @@ def load_config(path: Path) -> Config:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(path, [f"cannot read: {exc.strerror}"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, [f"not UTF-8 text (byte {exc.start})"]) from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -46,8 +46,8 @@ def _load(path: Path) -> Config | None:
         return None
 
 
-async def _run(config: Config) -> None:
-    daemon = Daemon(config)
+async def _run(config: Config, config_path: Path) -> None:
+    daemon = Daemon(config, config_path=config_path)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, daemon.request_stop)
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     if config is None:
         return EXIT_CONFIG
     try:
-        asyncio.run(_run(config))
+        asyncio.run(_run(config, args.config))
     except ConfigError as exc:  # found while building devices (e.g. an unreadable key file)
         _report(exc)
         return EXIT_CONFIG

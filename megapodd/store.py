@@ -113,7 +113,7 @@ class PointStore:
 
     def mark_stale(
         self, device_id: str, names: Iterable[str], now_mono_s: float, stale_after_s: float
-    ) -> None:
+    ) -> int:
         """Points with no good reading for stale_after_s become STALE (invariant 2)."""
         record = self._devices[device_id]
         changed: set[str] = set()
@@ -128,6 +128,7 @@ class PointStore:
                 changed.add(name)
         if changed:
             self._notify(device_id, frozenset(changed))
+        return len(changed)
 
     def set_state(self, device_id: str, state: DeviceState, reason: str) -> DeviceState:
         """Set a device's state; returns the previous one."""

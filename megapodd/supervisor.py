@@ -36,6 +36,11 @@ OnConnect = Callable[[DeviceDriver], Awaitable[None]]
 Action = Callable[[], Awaitable[None]]
 
 
+def _describe(exc: BaseException) -> str:
+    """An error's message, or its kind when it has none (TimeoutError)."""
+    return str(exc) or type(exc).__name__
+
+
 def _raise_if_cancelling() -> None:
     """Python 3.11's wait_for (inside pymodbus) can turn a cancellation into the
     error it was racing; a handler that caught that error must not loop on."""
@@ -101,8 +106,9 @@ class DeviceSupervisor:
 
     def poll_now(self) -> None:
         """Read every group at once (after a command, to confirm it quickly)."""
+        now = asyncio.get_running_loop().time()
         for schedule in self._schedules:
-            schedule.due_s = 0.0
+            schedule.due_s = now
         self._wake.set()
 
     def submit(self, name: str, action: Action) -> None:
@@ -113,7 +119,8 @@ class DeviceSupervisor:
 
     async def _run_actions(self) -> None:
         while self._actions:
-            name = next(iter(self._actions))
+            # The CDU's comm-watchdog heartbeat goes before queued writes.
+            name = "heartbeat" if "heartbeat" in self._actions else next(iter(self._actions))
             action = self._actions.pop(name)
             try:
                 async with asyncio.timeout(self._settings.action_timeout_s):
@@ -126,7 +133,7 @@ class DeviceSupervisor:
                         "device_write_failed",
                         Severity.WARNING,
                         self.device_id,
-                        f"{self.device_id}: {name} failed: {exc or type(exc).__name__}",
+                        f"{self.device_id}: {name} failed: {_describe(exc)}",
                         {"action": name},
                     )
                 if isinstance(exc, TransportError | TimeoutError):
@@ -154,9 +161,11 @@ class DeviceSupervisor:
                     await self._poll_until_lost(loop)
                 except ConfigurationError as exc:
                     self._go_offline(f"configuration error: {exc}", Severity.ALARM)
+                    # Nobody will read this device again: its values are history now.
+                    self._refresh_staleness(loop.time(), force=True)
                     return
                 except (DriverError, TimeoutError) as exc:
-                    self._go_offline(f"link lost: {exc or 'timed out'}", Severity.WARNING)
+                    self._go_offline(f"link lost: {_describe(exc)}", Severity.WARNING)
                 except Exception as exc:  # a driver bug must not end supervision
                     log.exception("supervisor_unexpected_error", device=self.device_id)
                     reason = f"unexpected {type(exc).__name__}: {exc}"
@@ -227,13 +236,14 @@ class DeviceSupervisor:
         except DeviceError as exc:
             # The device answered; the link is fine. Its points of this group age out.
             self._poll_failed(schedule, f"group {name!r}: device refused: {exc}")
-            self._events.emit(
-                "device_error",
-                Severity.WARNING,
-                self.device_id,
-                f"{self.device_id} refused reading {name!r}: {exc}",
-                {"group": name, "code": exc.code},
-            )
+            if schedule.failures == 1:  # the first of a streak; the rest go to the debug log
+                self._events.emit(
+                    "device_error",
+                    Severity.WARNING,
+                    self.device_id,
+                    f"{self.device_id} refused reading {name!r}: {exc}",
+                    {"group": name, "code": exc.code},
+                )
             self._failure_streak = 0  # a refusal is not a lost link
             return
         self._poll_succeeded(schedule, readings, loop.time())
@@ -244,8 +254,12 @@ class DeviceSupervisor:
         self.polls_ok += 1
         schedule.failures = 0
         schedule.last_ok_s = now_s
-        if not schedule.points.issuperset(readings):
-            schedule.points = schedule.points | frozenset(readings)
+        if schedule.points != readings.keys():
+            # A point the device no longer reports (its sensor went away) is stale now.
+            gone = schedule.points - readings.keys()
+            if gone:
+                self._store.mark_stale(self.device_id, gone, now_s, 0.0)
+            schedule.points = frozenset(readings)
         self._failure_streak = 0
         self._backoff.reset()
         self._store.update(self.device_id, readings, self._wall_clock(), now_s)
@@ -261,13 +275,23 @@ class DeviceSupervisor:
         if self._store.device(self.device_id).state is DeviceState.ONLINE:
             self._set_state(DeviceState.STALE, reason, Severity.WARNING)
 
-    def _refresh_staleness(self, now_s: float) -> None:
+    def refresh_staleness(self, now_s: float) -> None:
+        """Age points with no good reading for their stale_after (invariant 2).
+
+        Called from the control tick too, so that points age while a read
+        hangs or a reconnect takes long, not only between polls."""
+        self._refresh_staleness(now_s)
+
+    def _refresh_staleness(self, now_s: float, force: bool = False) -> None:
         for schedule in self._schedules:
-            stale_after_s = schedule.group.period_s * self._settings.stale_periods
+            stale_after_s = 0.0 if force else schedule.group.period_s * self._settings.stale_periods
             # A group read well within stale_after refreshed all its good points.
-            if now_s - schedule.last_ok_s < stale_after_s:
+            if not force and now_s - schedule.last_ok_s < stale_after_s:
                 continue
-            self._store.mark_stale(self.device_id, schedule.points, now_s, stale_after_s)
+            aged = self._store.mark_stale(self.device_id, schedule.points, now_s, stale_after_s)
+            if aged and self._store.device(self.device_id).state is DeviceState.ONLINE:
+                reason = f"no reading of group {schedule.group.name!r} for {stale_after_s:g} s"
+                self._set_state(DeviceState.STALE, reason, Severity.WARNING)
 
     async def _sleep_with_staleness(self, delay_s: float) -> None:
         loop = asyncio.get_running_loop()

@@ -28,6 +28,10 @@ import structlog
 log = structlog.get_logger("megapodd.api")
 
 MAX_REQUEST_BYTES = 64 * 1024
+# A client that says nothing for this long is dropped, and no more than this
+# many may be connected: a stuck script must not use up the daemon's files.
+IDLE_TIMEOUT_S = 60.0
+MAX_CLIENTS = 32
 
 
 class Role(enum.IntEnum):
@@ -112,6 +116,7 @@ class ApiServer:
     ) -> None:
         self._path = path
         self._on_refused = on_refused
+        self._clients = 0
         self._commands = dict(commands)
         self._reader_group = reader_group
         self._admin_group = admin_group
@@ -140,12 +145,19 @@ class ApiServer:
     ) -> None:
         sock = writer.get_extra_info("socket")
         caller = peer_caller(sock, self._reader_group, self._admin_group)
+        self._clients += 1
         try:
+            if self._clients > MAX_CLIENTS:
+                await self._reply(writer, {"ok": False, "error": "too many clients; try again"})
+                return
             while True:
                 try:
-                    line = await reader.readline()
+                    async with asyncio.timeout(IDLE_TIMEOUT_S):
+                        line = await reader.readline()
                 except ValueError:  # longer than the stream limit
                     await self._reply(writer, {"ok": False, "error": "request too long"})
+                    return
+                except TimeoutError:
                     return
                 if not line:
                     return
@@ -154,6 +166,7 @@ class ApiServer:
         except ConnectionError:
             return
         finally:
+            self._clients -= 1
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()

@@ -164,3 +164,17 @@ def test_unreadable_or_empty_key_files_are_named(tmp_path: Path) -> None:
     problems = _problems(tmp_path, text)
     assert any(p.startswith("pdu.1.priv_key_file: cannot read") for p in problems), problems
     assert any(p.startswith("mqtt.password_file:") and "is empty" in p for p in problems)
+
+
+def test_two_devices_on_one_serial_line_are_refused(tmp_path: Path) -> None:
+    text = GOOD + '[[bmc]]\nid = "r1s02"\nport = "/dev/ttyUSB0"\nrack = 1\n'
+    problems = _problems(tmp_path, text)
+    assert problems == ["bmc.1.port: serial line /dev/ttyUSB0 is already used by cdu.0.url"]
+
+
+def test_a_config_that_is_not_utf8_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "megapodd.toml"
+    path.write_bytes(b'[pod]\nid = "\xff"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.problems == ["not UTF-8 text (byte 12)"]

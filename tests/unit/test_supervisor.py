@@ -194,3 +194,42 @@ async def test_a_hung_connect_or_a_driver_bug_never_ends_supervision() -> None:
     await asyncio.gather(task, return_exceptions=True)
     [bug] = [e for e in events.recent if e.type == "supervisor_error"]
     assert "unexpected KeyError" in bug.message
+
+
+async def test_points_age_while_a_read_hangs_when_the_tick_asks() -> None:
+    driver = ScriptedDriver()
+    store = PointStore()
+    # The read's outer bound (10 s) is far beyond the points' stale_after (3 s).
+    settings = SupervisorSettings(1.0, 10.0, 1.5)
+    supervisor = DeviceSupervisor("dev", driver, store, EventBus(), settings)
+    task = asyncio.create_task(supervisor.run())
+    await asyncio.sleep(0.5)
+    hang = asyncio.Event()
+    original = driver.read_group
+
+    async def hung_read(group: str) -> Mapping[str, Point]:
+        await hang.wait()
+        return await original(group)
+
+    driver.read_group = hung_read  # type: ignore[method-assign]
+    loop = asyncio.get_running_loop()
+    for _ in range(12):  # the control tick, every 0.25 s, to t = 3.5 s
+        await asyncio.sleep(0.25)
+        supervisor.refresh_staleness(loop.time())
+    point = store.get("dev", "supply_temp_c")
+    assert point is not None and point.quality is Quality.STALE  # 3 periods, read still hung
+    assert store.device("dev").state is DeviceState.STALE
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_configuration_error_leaves_no_good_values_behind() -> None:
+    driver = ScriptedDriver()
+    supervisor, store, _ = _make(driver)
+    task = asyncio.create_task(supervisor.run())
+    await asyncio.sleep(1.5)
+    driver.fail = ConfigurationError("wrong SNMPv3 key")
+    async with asyncio.timeout(5):
+        await task
+    point = store.get("dev", "supply_temp_c")
+    assert point is not None and point.quality is Quality.STALE
