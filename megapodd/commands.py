@@ -143,6 +143,17 @@ class CommandService:
         except DriverError as exc:
             self._events.emit("command_failed", Severity.WARNING, source, f"{name}: {exc}", data)
             raise ApiError(str(exc), audited=True) from None
+        except ApiError:
+            raise  # refused before acting: the API server audits it
+        except Exception as exc:
+            self._events.emit(
+                "command_failed",
+                Severity.ALARM,
+                source,
+                f"{name} failed unexpectedly: {type(exc).__name__}: {exc}",
+                {**data, "error": type(exc).__name__},
+            )
+            raise
         data["result"] = result
         data["duration_s"] = round(time.monotonic() - started, 3)
         self._events.emit("command", Severity.INFO, source, f"{name} done: {result}", data)

@@ -400,15 +400,15 @@ class BmcDriver:
             if record is not None:
                 records.append(record)
             record_id = next_id
-        names = [r.point_name for r in records]
-        if len(set(names)) != len(names):
-            raise SdrError(f"bmc {self.name}: two sensors map to one point name in {names}")
+        names = _unique_point_names(records)
+        if names != [r.point_name for r in records]:
+            log.warning("bmc_sensor_names_clash", bmc=self.name, names=names)
         thresholds: dict[str, Thresholds] = {}
-        for record in records:
+        for record, name in zip(records, names, strict=True):
             if record.is_analog:
-                thresholds[record.point_name] = await self._read_thresholds(record)
-        polled = tuple(_Polled(r, r.point_name, r.unit_symbol, bytes((r.sensor_number,)))
-                       for r in records)
+                thresholds[name] = await self._read_thresholds(record)
+        polled = tuple(_Polled(r, name, r.unit_symbol, bytes((r.sensor_number,)))
+                       for r, name in zip(records, names, strict=True))
         self._sdr = SdrSnapshot(info.addition_timestamp, info.erase_timestamp, tuple(records),
                                 polled)
         self._thresholds = thresholds
@@ -499,6 +499,25 @@ class BmcDriver:
         if self._line is None:
             raise TransportError(f"bmc {self.name}: not connected")
         self._line.write(data)
+
+
+_UNIT_SUFFIXES = ("_c", "_rpm", "_w", "_v", "_a", "_pct")
+
+
+def _unique_point_names(records: Sequence[SensorRecord]) -> list[str]:
+    """Point names from the ID strings; a name two sensors share gets each one's
+    sensor number before its unit suffix (`gpu_temp_c` -> `gpu_temp_s12_c`), so
+    a BMC with clashing ID strings still comes online with every sensor."""
+    names = [r.point_name for r in records]
+    clashing = {n for n in names if names.count(n) > 1}
+    unique: list[str] = []
+    for record, name in zip(records, names, strict=True):
+        if name not in clashing:
+            unique.append(name)
+            continue
+        suffix = next((x for x in _UNIT_SUFFIXES if name.endswith(x)), "")
+        unique.append(f"{name.removesuffix(suffix)}_s{record.sensor_number}{suffix}")
+    return unique
 
 
 def sensor_point(record: SensorRecord, reading: SensorReading, unit: str | None = None) -> Point:

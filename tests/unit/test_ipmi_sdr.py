@@ -172,3 +172,14 @@ def test_malformed_records_raise_sdr_error() -> None:
 def test_arbitrary_records_raise_only_sdr_errors(raw: bytes) -> None:
     with contextlib.suppress(SdrError):
         parse_sensor_record(raw)
+
+
+def test_sensors_that_share_an_id_string_get_their_numbers_in_the_name() -> None:
+    from drivers.ipmi.bmc import _unique_point_names
+
+    records = [
+        full(FullRecordSpec(1, 12, "GPU Temp", 0x01, Unit.DEGREES_C, m=1)),
+        full(FullRecordSpec(2, 13, "GPU Temp", 0x01, Unit.DEGREES_C, m=1)),
+        full(FullRecordSpec(3, 14, "Inlet Temp", 0x01, Unit.DEGREES_C, m=1)),
+    ]
+    assert _unique_point_names(records) == ["gpu_temp_s12_c", "gpu_temp_s13_c", "inlet_temp_c"]
