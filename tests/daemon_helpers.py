@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -64,3 +65,17 @@ async def read_retained(broker: MosquittoBroker, topic: str, timeout_s: float = 
                 assert isinstance(message.payload, bytes)
                 return json.loads(message.payload)
     raise AssertionError("unreachable")
+
+
+async def megapodctl(*args: str, timeout_s: float = 30.0) -> tuple[int, str, str]:
+    """Run the installed megapodctl; (exit code, stdout, stderr)."""
+    proc = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "megapodctl"),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(timeout_s):
+        out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()

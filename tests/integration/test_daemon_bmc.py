@@ -4,7 +4,6 @@ power through megapodctl seen on the next poll, fan and power-limit overrides.""
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,12 +13,11 @@ import pytest
 from megapodd.api.client import call
 from megapodd.store import DeviceState
 from sim_devices.bmc import BmcFarm, BmcSpec, serve_bmcs
-from tests.daemon_helpers import read_retained, running_daemon, write_config
+from tests.daemon_helpers import megapodctl, read_retained, running_daemon, write_config
 from tests.helpers import MosquittoBroker, wait_until
 
 pytestmark = pytest.mark.integration
 
-BIN = Path(sys.executable).parent
 POLL_S = 1.0
 
 
@@ -37,19 +35,6 @@ def _bmc_sections(farm: BmcFarm) -> str:
         f'[[bmc]]\nid = "{name}"\nport = "{farm[name].path}"\nrack = 1\npoll_s = {POLL_S}\n'
         for name in ("r1s01", "r1s02")
     )
-
-
-async def _megapodctl(*args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        str(BIN / "megapodctl"),
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    async with asyncio.timeout(30):
-        out, err = await proc.communicate()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 async def test_bmc_points_reach_mqtt_and_chassis_off_shows_on_the_next_poll(
@@ -79,7 +64,7 @@ async def test_bmc_points_reach_mqtt_and_chassis_off_shows_on_the_next_poll(
         assert units["gpu3_temp_c"] and units["fan2_rpm"] and units["psu_power_w"]
 
         sock = str(tmp_path / "d.sock")
-        code, out, err = await _megapodctl("--socket", sock, "server", "r1s01", "off")
+        code, out, err = await megapodctl("--socket", sock, "server", "r1s01", "off")
         assert code == 0, err
         assert "power now off" in out
         assert not state.chassis_on

@@ -3,9 +3,7 @@ through megapodctl, a breaker trip as an event and outlets off."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,12 +12,11 @@ import pytest
 
 from megapodd.store import DeviceState
 from sim_devices.pdu import PduFarm, PduSpec, serve_pdus
-from tests.daemon_helpers import read_retained, running_daemon, write_config
+from tests.daemon_helpers import megapodctl, read_retained, running_daemon, write_config
 from tests.helpers import MosquittoBroker, wait_until
 
 pytestmark = pytest.mark.integration
 
-BIN = Path(sys.executable).parent
 
 
 @pytest.fixture
@@ -36,19 +33,6 @@ def _pdu_section(port: int) -> str:
         f'[[pdu]]\nid = "pdu-r1a"\nhost = "127.0.0.1"\nport = {port}\nrack = 1\n'
         "outlets = 24\nfast_poll_s = 0.5\nslow_poll_s = 1.0\ntimeout_s = 0.5\n"
     )
-
-
-async def _megapodctl(*args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        str(BIN / "megapodctl"),
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    async with asyncio.timeout(30):
-        out, err = await proc.communicate()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 async def test_pdu_points_reach_mqtt_and_outlets_switch_via_megapodctl(
@@ -77,7 +61,7 @@ async def test_pdu_points_reach_mqtt_and_outlets_switch_via_megapodctl(
         assert points["power_w"]["value"] == pytest.approx(19_200, rel=0.01)
 
         sock = str(tmp_path / "d.sock")
-        code, out, err = await _megapodctl("--socket", sock, "outlet", "pdu-r1a", "7", "off")
+        code, out, err = await megapodctl("--socket", sock, "outlet", "pdu-r1a", "7", "off")
         assert code == 0, err
         assert "outlet 7: off" in out
         assert not model.outlet_is_on(7)
@@ -97,9 +81,9 @@ async def test_pdu_points_reach_mqtt_and_outlets_switch_via_megapodctl(
         }
         assert "uid" in commands[-1].data["caller"]  # type: ignore[operator]
 
-        code, _, err = await _megapodctl("--socket", sock, "outlet", "pdu-r1a", "25", "on")
+        code, _, err = await megapodctl("--socket", sock, "outlet", "pdu-r1a", "25", "on")
         assert code == 1 and "'outlet' must be an integer from 1 to 24" in err
-        code, _, err = await _megapodctl("--socket", sock, "outlet", "pdu-zz", "1", "on")
+        code, _, err = await megapodctl("--socket", sock, "outlet", "pdu-zz", "1", "on")
         assert code == 1 and "no PDU 'pdu-zz'" in err
 
 

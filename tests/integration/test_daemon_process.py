@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from sim_devices.cdu import SimulatedCdu
-from tests.daemon_helpers import read_retained, write_config
+from tests.daemon_helpers import megapodctl, read_retained, write_config
 from tests.helpers import MosquittoBroker, wait_until
 
 pytestmark = pytest.mark.integration
@@ -53,19 +53,6 @@ async def cdu() -> AsyncIterator[SimulatedCdu]:
         await sim.close()
 
 
-async def _megapodctl(*args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        str(BIN / "megapodctl"),
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    async with asyncio.timeout(20):
-        out, err = await proc.communicate()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
-
-
 async def test_retained_state_then_will_on_sigkill(
     tmp_path: Path, mosquitto: MosquittoBroker, cdu: SimulatedCdu
 ) -> None:
@@ -78,7 +65,7 @@ async def test_retained_state_then_will_on_sigkill(
         async def cdu_online() -> bool:
             if not sock.exists():
                 return False
-            code, out, _ = await _megapodctl("--socket", str(sock), "status", "--json")
+            code, out, _ = await megapodctl("--socket", str(sock), "status", "--json")
             return code == 0 and json.loads(out)["devices"][0]["state"] == "online"
 
         await wait_until(cdu_online, timeout_s=15, interval_s=0.3)
@@ -174,21 +161,21 @@ async def test_megapodctl_status_table_and_json(
     try:
 
         async def online() -> bool:
-            code, out, _ = await _megapodctl("--socket", sock, "status", "--json")
+            code, out, _ = await megapodctl("--socket", sock, "status", "--json")
             return code == 0 and json.loads(out)["devices"][0]["state"] == "online"
 
         await wait_until(online, timeout_s=15, interval_s=0.3)
-        code, out, _ = await _megapodctl("--socket", sock, "status", "--json")
+        code, out, _ = await megapodctl("--socket", sock, "status", "--json")
         status = json.loads(out)
         assert status["pod"]["id"] == "pod-ctl"
         assert {"id", "kind", "state", "points"} <= set(status["devices"][0])
-        code, table, _ = await _megapodctl("--socket", sock, "status")
+        code, table, _ = await megapodctl("--socket", sock, "status")
         assert code == 0
         assert "cdu1" in table and "online" in table and "supply_temp" in table
-        code, _, err = await _megapodctl("--socket", sock, "status", "no-such-device")
+        code, _, err = await megapodctl("--socket", sock, "status", "no-such-device")
         assert code == 1 and "no device 'no-such-device'" in err
     finally:
         proc.send_signal(signal.SIGTERM)
         await _reap(proc)
-    code, _, err = await _megapodctl("--socket", sock, "status")
+    code, _, err = await megapodctl("--socket", sock, "status")
     assert code == 1 and "not running" in err
