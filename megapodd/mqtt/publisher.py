@@ -64,6 +64,7 @@ class MqttPublisher:
         self._stopping = asyncio.Event()
         self._backoff = Backoff(initial_s=0.5, max_s=30.0)
         self.connected = False
+        self.connect_failures = 0
         store.add_listener(self._on_change)
 
     # -- inputs (synchronous, never block) ---------------------------------
@@ -120,6 +121,7 @@ class MqttPublisher:
                     await self._publish_status(client, "offline")
                     return
             except aiomqtt.MqttError as exc:
+                self.connect_failures += 1
                 delay_s = self._backoff.next_delay_s()
                 log.warning("mqtt_disconnected", error=str(exc), retry_in_s=round(delay_s, 2))
             except (OSError, ssl.SSLError) as exc:
