@@ -113,7 +113,10 @@ async def _status(args: argparse.Namespace, console: Console) -> int:
     if args.json:
         print(json.dumps(status, indent=2))
     elif args.device:
-        console.print(device_table(status["devices"][0]))
+        device = status["devices"][0]
+        console.print(device_table(device))
+        link = ", ".join(f"{k} {v}" for k, v in device.get("link", {}).items())
+        console.print(f"link: {link}" if link else "link: no counters")
     else:
         console.print(status_table(status))
     return 0

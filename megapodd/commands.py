@@ -95,7 +95,8 @@ class CommandService:
 
     async def _status(self, args: Args, _caller: Caller) -> object:
         device = args.get("device")
-        devices = [d.as_json() for d in self._store.devices()]
+        links = {s.device_id: s.link_stats() for s in self._devices.supervisors}
+        devices = [{**d.as_json(), "link": links.get(d.id, {})} for d in self._store.devices()]
         if device is not None:
             devices = [d for d in devices if d["id"] == device]
             if not devices:

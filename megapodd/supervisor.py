@@ -11,6 +11,7 @@ keep the link; ConfigurationError -> give up and say why.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -103,6 +104,15 @@ class DeviceSupervisor:
         self.polls_ok = 0
         self.polls_failed = 0
         store.add_device(device_id, driver.kind)
+
+    def link_stats(self) -> dict[str, object]:
+        """Poll counts and the driver's own counters (retries, frame errors...)."""
+        stats: dict[str, object] = {"polls_ok": self.polls_ok, "polls_failed": self.polls_failed}
+        for attribute in ("counters", "stats"):
+            counters = getattr(self.driver, attribute, None)
+            if counters is not None and dataclasses.is_dataclass(counters):
+                stats.update(dataclasses.asdict(counters))  # type: ignore[arg-type]  # an instance
+        return stats
 
     def poll_now(self) -> None:
         """Read every group at once (after a command, to confirm it quickly)."""

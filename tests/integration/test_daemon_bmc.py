@@ -4,6 +4,7 @@ power through megapodctl seen on the next poll, fan and power-limit overrides.""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,11 @@ async def test_bmc_points_reach_mqtt_and_chassis_off_shows_on_the_next_poll(
         assert other is not None and other.value == "on"
         command = [e for e in daemon.events.recent if e.type == "command"][-1]
         assert command.data["command"] == "server" and command.source == "r1s01"
+
+        code, out, err = await megapodctl("--socket", sock, "status", "r1s01", "--json")
+        assert code == 0, err
+        link = json.loads(out)["devices"][0]["link"]
+        assert link["polls_ok"] > 0 and link["responses"] > 0 and link["frame_errors"] == 0
 
 
 async def test_fan_duty_and_power_limit_overrides_reach_the_bmc(
