@@ -96,7 +96,8 @@ class EventBus:
             severity,
             source,
             message,
-            dict(data or {}),
+            # NaN or inf in an event's data could never be sent as JSON.
+            {str(k): json_safe(v) for k, v in (data or {}).items()},
         )
         self.recent.append(event)
         log_method = log.info if severity is Severity.INFO else log.warning

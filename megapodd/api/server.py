@@ -15,6 +15,7 @@ import contextlib
 import enum
 import grp
 import json
+import math
 import os
 import pwd
 import socket
@@ -75,6 +76,13 @@ class Command:
 def _refuse_constant(name: str) -> object:
     """NaN and Infinity are not JSON; a request carrying one is refused."""
     raise ValueError(f"request is not JSON: {name} is not a number JSON allows")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"request is not JSON: {text} is out of range for a number")
+    return value
 
 
 def _group_id(name: str) -> int | None:
@@ -177,7 +185,7 @@ class ApiServer:
 
     async def _handle(self, line: bytes, caller: Caller) -> dict[str, object]:
         try:
-            request = json.loads(line, parse_constant=_refuse_constant)
+            request = json.loads(line, parse_constant=_refuse_constant, parse_float=_finite_float)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             return {"ok": False, "error": f"request is not JSON: {exc}"}
         except ValueError as exc:

@@ -21,10 +21,21 @@ from typing import BinaryIO
 
 import structlog
 
+from megapodd.events import json_safe
+
 log = structlog.get_logger("megapodd.outbox")
 
 # Rewrite the committed offset after this many acknowledgements.
 _COMMIT_EVERY = 50
+
+
+def _line(payload: dict[str, object]) -> bytes:
+    """One journal line; a value JSON cannot carry never blocks the journal."""
+    try:
+        text = json.dumps(payload, separators=(",", ":"), allow_nan=False)
+    except (ValueError, TypeError):
+        text = json.dumps(json_safe(payload), separators=(",", ":"))
+    return text.encode() + b"\n"
 
 
 def _parse(line: bytes) -> dict[str, object] | None:
@@ -99,10 +110,7 @@ class EventOutbox:
     def _flush(self) -> None:
         if not self._unwritten:
             return
-        data = b"".join(
-            json.dumps(p, separators=(",", ":"), allow_nan=False).encode() + b"\n"
-            for p in self._unwritten
-        )
+        data = b"".join(_line(p) for p in self._unwritten)
         try:
             if self._writer is None:
                 self._writer = self._open_writer()

@@ -40,6 +40,7 @@ async def test_malformed_requests_are_refused_by_name(
             b"not json\n": "request is not JSON",
             b'{"cmd":"override","args":{"device":"x","output":"y","value":NaN}}\n': "NaN",
             b'{"cmd":"status","args":{"count":Infinity}}\n': "Infinity",
+            b'{"cmd":"override","args":{"device":"x","output":"y","value":1e999}}\n': "1e999",
             b"[1,2]\n": 'request must be an object with a string "cmd"',
             b'{"cmd":"status","args":[]}\n': '"args" must be an object',
             b'{"cmd":"launch"}\n': "unknown command 'launch'",

@@ -103,3 +103,11 @@ def test_deadband_by_unit() -> None:
     assert changed_beyond_deadband(True, False, "")
     assert changed_beyond_deadband("on", "off", "")
     assert changed_beyond_deadband(1, 2, "")
+
+
+def test_a_value_json_cannot_carry_never_blocks_the_journal(tmp_path: Path) -> None:
+    outbox = EventOutbox(tmp_path / "o.jsonl")
+    outbox.put({"seq": 0, "data": {"x": float("nan")}})
+    outbox.put({"seq": 1})
+    assert outbox.peek() == {"seq": 0, "data": {"x": None}}
+    assert _drain(outbox) == [0, 1]

@@ -37,3 +37,17 @@ def test_ordinary_first_readings_are_quiet_and_changes_are_events() -> None:
     assert by_type["pdu_load_state_changed"].severity is Severity.ALARM
     store.update("pdu1", {"load_state": Point("normal")}, 3, 3)
     assert events.recent[-1].severity is Severity.INFO
+
+
+def test_event_data_is_always_plain_json() -> None:
+    events = EventBus("boot")
+    event = events.emit(
+        "command_rejected",
+        Severity.WARNING,
+        "megapodctl",
+        "refused",
+        {"args": {"value": float("inf"), "n": [float("nan"), 1.5]}, "when": object()},
+    )
+    args = event.data["args"]
+    assert args == {"value": None, "n": [None, 1.5]}
+    assert isinstance(event.data["when"], str)
