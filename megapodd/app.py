@@ -71,6 +71,7 @@ class Daemon:
         self.devices = build_devices(config, self.store, self.events, config_path)
         self.arbiter = OutputArbiter(self.events, _loop_clock)
         register_outputs(self.arbiter, self.devices)
+        self.arbiter.start()  # queued: runs once each device is connected
         duties = [
             # Four heartbeats per CDU watchdog period: one may wait behind a poll.
             HeartbeatDue(cdu.config.watchdog_timeout_s / 4, cdu.heartbeat)

@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 import json
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 
@@ -54,6 +55,25 @@ async def running_daemon(config: Config | Path) -> AsyncIterator[Daemon]:
         daemon.request_stop()
         async with asyncio.timeout(10):
             await task
+
+
+async def retained_when(
+    broker: MosquittoBroker,
+    topic: str,
+    ready: Callable[[Any], bool],
+    timeout_s: float = 10.0,
+) -> Any:
+    """The retained message on `topic` once it satisfies `ready` (the daemon
+    publishes a moment after its store changes, so wait for the broker's copy)."""
+    async with aiomqtt.Client(broker.host, broker.port) as client:
+        await client.subscribe(topic, qos=1)
+        async with asyncio.timeout(timeout_s):
+            async for message in client.messages:
+                assert isinstance(message.payload, bytes)
+                payload = json.loads(message.payload)
+                if ready(payload):
+                    return payload
+    raise AssertionError("unreachable")
 
 
 async def read_retained(broker: MosquittoBroker, topic: str, timeout_s: float = 5.0) -> object:

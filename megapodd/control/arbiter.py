@@ -130,6 +130,13 @@ class OutputArbiter:
         self._sync_in_background(output)
         return after
 
+    def start(self) -> None:
+        """At daemon start: bring every output to its winner, and hand the ones
+        nobody claims back to the device's own control. Overrides live in
+        memory, so one that was running when the daemon stopped ends here."""
+        for output in self.outputs.values():
+            self._sync_in_background(output)
+
     def tick(self) -> None:
         """Expire overrides and retry failed background writes (from the control tick)."""
         now = self._clock()

@@ -24,11 +24,20 @@ pytestmark = pytest.mark.integration
 # can beat that. Thousands of idle cycles (milliseconds of real time) cannot.
 REAL_IO_LOOPTIME = pytest.mark.looptime(noop_cycles=5000)
 
-SENSOR_IDS = (["Inlet Temp", "Outlet Temp", "CPU Temp"] + [f"GPU{i} Temp" for i in range(1, 9)]
-              + ["Coolant In Temp"] + [f"Fan{i}" for i in range(1, 5)] + ["PSU Power", "Leak"])
-POINTS = (["inlet_temp_c", "outlet_temp_c", "cpu_temp_c"]
-          + [f"gpu{i}_temp_c" for i in range(1, 9)] + ["coolant_in_temp_c"]
-          + [f"fan{i}_rpm" for i in range(1, 5)] + ["psu_power_w", "leak"])
+SENSOR_IDS = (
+    ["Inlet Temp", "Outlet Temp", "CPU Temp"]
+    + [f"GPU{i} Temp" for i in range(1, 9)]
+    + ["Coolant In Temp"]
+    + [f"Fan{i}" for i in range(1, 5)]
+    + ["PSU Power", "Leak"]
+)
+POINTS = (
+    ["inlet_temp_c", "outlet_temp_c", "cpu_temp_c"]
+    + [f"gpu{i}_temp_c" for i in range(1, 9)]
+    + ["coolant_in_temp_c"]
+    + [f"fan{i}_rpm" for i in range(1, 5)]
+    + ["psu_power_w", "leak"]
+)
 
 
 @dataclass
@@ -80,8 +89,13 @@ async def test_slow_group_and_thresholds(rig: Rig) -> None:
     state.demand_power_w = 7321.0
     points = await rig.driver.read_group("slow")
     assert {n: p.value for n, p in points.items()} == {
-        "chassis_power": "on", "power_w": 7321, "power_limit_w": 12000,
-        "power_limit_active": False, "fan_duty_pct": 50, "fan_mode": "standard"}
+        "chassis_power": "on",
+        "power_w": 7321,
+        "power_limit_w": 12000,
+        "power_limit_active": False,
+        "fan_duty_pct": 50,
+        "fan_mode": "standard",
+    }
     gpu = rig.driver.thresholds["gpu1_temp_c"]
     assert (gpu.unc, gpu.uc, gpu.unr, gpu.lc) == (85.0, 87.0, 92.0, None)
     assert rig.driver.thresholds["fan1_rpm"].lc == 1000.0
@@ -292,8 +306,7 @@ async def test_missing_device_and_bad_port_strings(tmp_path: Path) -> None:
 def test_driver_satisfies_the_contract() -> None:
     driver: DeviceDriver = BmcDriver("/dev/ttyS9", 115200, poll_s=1.0, timeout_s=0.5, retries=1)
     assert driver.kind == "bmc"
-    assert [(g.name, g.period_s) for g in driver.poll_groups()] == [("sensors", 1.0),
-                                                                     ("slow", 1.0)]
+    assert [(g.name, g.period_s) for g in driver.poll_groups()] == [("sensors", 1.0), ("slow", 1.0)]
 
 
 async def test_slow_non_thermal_reads_fans_and_power_with_the_slow_group(rig: Rig) -> None:

@@ -50,7 +50,9 @@ async def test_noisy_line_never_yields_a_wrong_good_value(tmp_path: Path) -> Non
             want = {p: sim.bmc.value_of(s) for p, s in zip(POINTS, SENSOR_IDS, strict=True)}
             want_slow: dict[str, object] = {
                 "chassis_power": "on" if state.chassis_on else "off",
-                "power_w": round(state.psu_power_w), "fan_duty_pct": state.fan_duty_pct[0]}
+                "power_w": round(state.psu_power_w),
+                "fan_duty_pct": state.fan_duty_pct[0],
+            }
             try:
                 points = dict(await driver.read_group("sensors"))
                 points.update(await driver.read_group("slow"))

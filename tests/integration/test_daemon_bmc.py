@@ -7,14 +7,13 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from megapodd.api.client import call
 from megapodd.store import DeviceState
 from sim_devices.bmc import BmcFarm, BmcSpec, serve_bmcs
-from tests.daemon_helpers import megapodctl, read_retained, running_daemon, write_config
+from tests.daemon_helpers import megapodctl, retained_when, running_daemon, write_config
 from tests.helpers import MosquittoBroker, wait_until
 
 pytestmark = pytest.mark.integration
@@ -53,7 +52,13 @@ async def test_bmc_points_reach_mqtt_and_chassis_off_shows_on_the_next_poll(
             ),
             timeout_s=15,
         )
-        published: Any = await read_retained(mosquitto, "megapod/v1/pod-bmc/devices/r1s01/state")
+        published = await retained_when(
+            mosquitto,
+            "megapod/v1/pod-bmc/devices/r1s01/state",
+            lambda p: (
+                p["state"] == "online" and {"fan2_rpm", "chassis_power"} <= p["points"].keys()
+            ),
+        )
         points = published["points"]
         assert published["kind"] == "bmc" and published["state"] == "online"
         assert points["gpu3_temp_c"]["value"] == pytest.approx(61.0, abs=1.0)

@@ -12,11 +12,16 @@ import pytest
 
 from megapodd.store import DeviceState
 from sim_devices.pdu import PduFarm, PduSpec, serve_pdus
-from tests.daemon_helpers import megapodctl, read_retained, running_daemon, write_config
+from tests.daemon_helpers import (
+    megapodctl,
+    read_retained,
+    retained_when,
+    running_daemon,
+    write_config,
+)
 from tests.helpers import MosquittoBroker, wait_until
 
 pytestmark = pytest.mark.integration
-
 
 
 @pytest.fixture
@@ -50,7 +55,11 @@ async def test_pdu_points_reach_mqtt_and_outlets_switch_via_megapodctl(
             ),
             timeout_s=10,
         )
-        state: Any = await read_retained(mosquitto, "megapod/v1/pod-pdu/devices/pdu-r1a/state")
+        state = await retained_when(
+            mosquitto,
+            "megapod/v1/pod-pdu/devices/pdu-r1a/state",
+            lambda p: p["state"] == "online" and "outlet_07_state" in p["points"],
+        )
         points = state["points"]
         assert state["kind"] == "pdu"
         assert points["outlet_07_state"]["value"] == "on"

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from sim_devices.cdu import SimulatedCdu
-from tests.daemon_helpers import megapodctl, read_retained, write_config
+from tests.daemon_helpers import megapodctl, read_retained, retained_when, write_config
 from tests.helpers import MosquittoBroker, wait_until
 
 pytestmark = pytest.mark.integration
@@ -71,7 +71,11 @@ async def test_retained_state_then_will_on_sigkill(
         await wait_until(cdu_online, timeout_s=15, interval_s=0.3)
         status: Any = await read_retained(mosquitto, "megapod/v1/pod-will/status")
         assert status["state"] == "online" and status["boot_id"]
-        state: Any = await read_retained(mosquitto, "megapod/v1/pod-will/devices/cdu1/state")
+        state = await retained_when(
+            mosquitto,
+            "megapod/v1/pod-will/devices/cdu1/state",
+            lambda p: p["state"] == "online" and "flow_lpm" in p["points"],
+        )
         assert state["kind"] == "cdu" and state["state"] == "online"
         flow = state["points"]["flow_lpm"]
         assert flow["unit"] == "lpm" and flow["quality"] == "good" and flow["value"] > 0
@@ -103,6 +107,9 @@ async def test_sigterm_publishes_offline_and_exits_within_5_s(
             return bool(got["state"] == "online")
 
         await wait_until(online, timeout_s=15, interval_s=0.2)
+        # At start the daemon hands the unclaimed pumps to the CDU's own Δp
+        # control (register 101 = 1); everything after that must be heartbeats.
+        await wait_until(lambda: (101, 1) in cdu.writes, timeout_s=10)
         writes_before = len(cdu.writes)
         setpoint_before = cdu.state.pump_speed_setpoint_pct
         started = loop.time()

@@ -35,8 +35,15 @@ async def sim(tmp_path: Path) -> AsyncIterator[ServedBmc]:
 async def ipmitool(sim: ServedBmc, *args: str) -> str:
     assert IPMITOOL is not None
     proc = await asyncio.create_subprocess_exec(
-        IPMITOOL, "-I", "serial-terminal", "-D", f"{sim.path}:115200", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        IPMITOOL,
+        "-I",
+        "serial-terminal",
+        "-D",
+        f"{sim.path}:115200",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     try:
         async with asyncio.timeout(IPMITOOL_TIMEOUT_S):
             out, err = await proc.communicate()
@@ -116,5 +123,6 @@ async def test_dcmi_power_limit_round_trip(sim: ServedBmc) -> None:
     await ipmitool(sim, "dcmi", "power", "set_limit", "limit", "9000")
     await ipmitool(sim, "dcmi", "power", "activate")
     assert sim.state.power_limit_w == 9000 and sim.state.power_limit_active
-    assert re.search(r"Power Limit:\s+9000 Watts", await ipmitool(sim, "dcmi", "power",
-                                                                   "get_limit"))
+    assert re.search(
+        r"Power Limit:\s+9000 Watts", await ipmitool(sim, "dcmi", "power", "get_limit")
+    )

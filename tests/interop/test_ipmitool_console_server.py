@@ -27,8 +27,9 @@ IPMITOOL = shutil.which("ipmitool")
 async def socat(*addresses: str) -> AsyncIterator[None]:
     if SOCAT is None:
         pytest.fail("socat is not installed: run scripts/bootstrap")
-    proc = await asyncio.create_subprocess_exec(SOCAT, *addresses,
-                                                stderr=asyncio.subprocess.DEVNULL)
+    proc = await asyncio.create_subprocess_exec(
+        SOCAT, *addresses, stderr=asyncio.subprocess.DEVNULL
+    )
     try:
         yield
     finally:
@@ -50,8 +51,9 @@ async def test_driver_through_a_tcp_console_server(tmp_path: Path) -> None:
     try:
         # socat plays ser2net: TCP port <-> the BMC's serial line (raw, no echo). It serves
         # one connection, so the driver's first successful connect is the one that counts.
-        async with socat(f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr",
-                         f"FILE:{farm['srv'].path},raw,echo=0"):
+        async with socat(
+            f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr", f"FILE:{farm['srv'].path},raw,echo=0"
+        ):
             driver = BmcDriver(f"socket://127.0.0.1:{port}", timeout_s=1.0)
             try:
                 await wait_until(lambda: _try_connect(driver), timeout_s=10)
@@ -86,9 +88,17 @@ async def test_ipmitool_through_a_socat_pty_to_the_tcp_port(tmp_path: Path) -> N
         async with socat(f"PTY,link={link},raw,echo=0", f"TCP:127.0.0.1:{port}"):
             await wait_until(link.exists, timeout_s=10)
             proc = await asyncio.create_subprocess_exec(
-                IPMITOOL, "-I", "serial-terminal", "-D", f"{link}:115200",
-                "dcmi", "power", "reading",
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+                IPMITOOL,
+                "-I",
+                "serial-terminal",
+                "-D",
+                f"{link}:115200",
+                "dcmi",
+                "power",
+                "reading",
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
             try:
                 async with asyncio.timeout(30):
                     out, err = await proc.communicate()

@@ -42,8 +42,12 @@ class Peer:
 
 def make(script: Script, **kwargs: float) -> tuple[IpmiClient, Peer]:
     peer = Peer(script)
-    client = IpmiClient(peer.write, timeout_s=kwargs.get("timeout_s", 0.5),
-                        retries=int(kwargs.get("retries", 2)), name="test")
+    client = IpmiClient(
+        peer.write,
+        timeout_s=kwargs.get("timeout_s", 0.5),
+        retries=int(kwargs.get("retries", 2)),
+        name="test",
+    )
     peer.client = client
     return client, peer
 
@@ -59,8 +63,9 @@ async def test_request_bytes_and_reply() -> None:
     def write(data: bytes) -> None:
         written.append(data)
         rsp = Response(NetFn.APP, 0x01, 0, bytes(11), seq=1)
-        asyncio.get_running_loop().call_soon(client.data_received,
-                                             encode_frame(rsp.to_bytes(), b"\r\n"))
+        asyncio.get_running_loop().call_soon(
+            client.data_received, encode_frame(rsp.to_bytes(), b"\r\n")
+        )
 
     client = IpmiClient(write, timeout_s=0.5, retries=0)
     rsp = await client.call(NetFn.APP, 0x01)
@@ -210,8 +215,9 @@ async def test_one_request_in_flight_per_line() -> None:
         asyncio.get_running_loop().call_later(0.001, answer)
 
     client = IpmiClient(write, timeout_s=1.0)
-    await asyncio.gather(*(client.call(NetFn.OEM_SUPERMICRO, 0x45, b"\x00", length=(1, 1))
-                           for _ in range(10)))
+    await asyncio.gather(
+        *(client.call(NetFn.OEM_SUPERMICRO, 0x45, b"\x00", length=(1, 1)) for _ in range(10))
+    )
     assert most == 1 and client.counters.responses == 10
 
 
@@ -231,8 +237,9 @@ async def test_cancellation_propagates_and_clears_waiter() -> None:
 async def test_each_attempt_gets_its_full_timeout() -> None:
     # One lazily re-armed timer per line: a timer left from an earlier request must
     # neither cut a later attempt short nor leave it waiting longer.
-    client, _ = make(lambda req, n: [reply(req, b"\x00")] if n in (1, 3) else [],
-                     timeout_s=0.5, retries=0)
+    client, _ = make(
+        lambda req, n: [reply(req, b"\x00")] if n in (1, 3) else [], timeout_s=0.5, retries=0
+    )
     loop = asyncio.get_running_loop()
     await client.call(NetFn.OEM_SUPERMICRO, 0x45, b"\x00", length=(1, 1))  # arms at t=0.5
     await asyncio.sleep(0.3)

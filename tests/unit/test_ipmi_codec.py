@@ -84,16 +84,28 @@ def test_completion_code_names_unknown_values_safely() -> None:
     assert CompletionCode.describe(0x42) == "code_0x42"
 
 
-@given(st.integers(0, 31).map(lambda n: n * 2), st.integers(0, 255), st.binary(max_size=40),
-       st.integers(0, 63), st.integers(0, 3), st.integers(0, 3))
-def test_request_round_trip(netfn: int, cmd: int, data: bytes, seq: int, lun: int,
-                            bridge: int) -> None:
+@given(
+    st.integers(0, 31).map(lambda n: n * 2),
+    st.integers(0, 255),
+    st.binary(max_size=40),
+    st.integers(0, 63),
+    st.integers(0, 3),
+    st.integers(0, 3),
+)
+def test_request_round_trip(
+    netfn: int, cmd: int, data: bytes, seq: int, lun: int, bridge: int
+) -> None:
     req = Request(netfn, cmd, data, seq, lun, bridge)
     assert Request.from_bytes(req.to_bytes()) == req
 
 
-@given(st.integers(0, 31).map(lambda n: n * 2), st.integers(0, 255), st.integers(0, 255),
-       st.binary(max_size=40), st.integers(0, 63))
+@given(
+    st.integers(0, 31).map(lambda n: n * 2),
+    st.integers(0, 255),
+    st.integers(0, 255),
+    st.binary(max_size=40),
+    st.integers(0, 63),
+)
 def test_response_round_trip(netfn: int, cmd: int, code: int, data: bytes, seq: int) -> None:
     rsp = Response(netfn, cmd, code, data, seq)
     assert Response.from_bytes(rsp.to_bytes()) == rsp
@@ -101,11 +113,18 @@ def test_response_round_trip(netfn: int, cmd: int, code: int, data: bytes, seq: 
 
 @given(st.binary(max_size=64))
 def test_arbitrary_bytes_raise_only_codec_errors(raw: bytes) -> None:
-    for parse in (Request.from_bytes, Response.from_bytes, DeviceId.from_bytes,
-                  SdrRepositoryInfo.from_bytes, SensorReading.from_bytes,
-                  ThresholdsRaw.from_bytes, ChassisStatus.from_bytes,
-                  DcmiPowerReading.from_bytes, DcmiPowerLimit.from_get_bytes,
-                  DcmiPowerLimit.from_set_bytes):
+    for parse in (
+        Request.from_bytes,
+        Response.from_bytes,
+        DeviceId.from_bytes,
+        SdrRepositoryInfo.from_bytes,
+        SensorReading.from_bytes,
+        ThresholdsRaw.from_bytes,
+        ChassisStatus.from_bytes,
+        DcmiPowerReading.from_bytes,
+        DcmiPowerLimit.from_get_bytes,
+        DcmiPowerLimit.from_set_bytes,
+    ):
         with contextlib.suppress(IpmiFrameError):
             parse(raw)
     with contextlib.suppress(IpmiFrameError):
@@ -126,8 +145,13 @@ def test_device_id_round_trip_and_bcd() -> None:
 
 def test_sensor_reading_flags() -> None:
     reading = SensorReading.from_bytes(bytes((0x55, 0xC0, 0x08)))
-    assert (reading.raw, reading.events_enabled, reading.scanning_enabled,
-            reading.unavailable, reading.states) == (0x55, True, True, False, 0x08)
+    assert (
+        reading.raw,
+        reading.events_enabled,
+        reading.scanning_enabled,
+        reading.unavailable,
+        reading.states,
+    ) == (0x55, True, True, False, 0x08)
     reading = SensorReading.from_bytes(bytes((0x00, 0x20)))
     assert reading.unavailable and not reading.scanning_enabled
     with pytest.raises(IpmiFrameError, match="Get Sensor Reading"):

@@ -35,8 +35,19 @@ def reading(raw: int, *, flags: int = 0xC0, states: int = 0) -> SensorReading:
 
 
 def test_full_record_layout_matches_the_spec() -> None:
-    raw = build_full_record(FullRecordSpec(7, 0x30, "GPU3 Temp", 0x01, Unit.DEGREES_C, m=5, k2=-1,
-                                           sensor_min_raw=0, sensor_max_raw=240))
+    raw = build_full_record(
+        FullRecordSpec(
+            7,
+            0x30,
+            "GPU3 Temp",
+            0x01,
+            Unit.DEGREES_C,
+            m=5,
+            k2=-1,
+            sensor_min_raw=0,
+            sensor_max_raw=240,
+        )
+    )
     assert raw[:5] == bytes((7, 0, 0x51, 0x01, len(raw) - 5))
     assert raw[7] == 0x30 and raw[12] == 0x01 and raw[13] == 0x01
     assert raw[21] == 1  # degrees C
@@ -54,8 +65,11 @@ def test_unsigned_conversion() -> None:
 
 
 def test_twos_complement() -> None:
-    inlet = full(FullRecordSpec(1, 1, "Inlet Temp", 1, Unit.DEGREES_C, m=1,
-                                analog_format=AnalogFormat.TWOS_COMPLEMENT))
+    inlet = full(
+        FullRecordSpec(
+            1, 1, "Inlet Temp", 1, Unit.DEGREES_C, m=1, analog_format=AnalogFormat.TWOS_COMPLEMENT
+        )
+    )
     assert inlet.convert(0xD8) == -40
     assert inlet.convert(0x7F) == 127
     assert inlet.convert(0x80) == -128
@@ -63,8 +77,11 @@ def test_twos_complement() -> None:
 
 
 def test_ones_complement() -> None:
-    rec = full(FullRecordSpec(1, 1, "X Temp", 1, Unit.DEGREES_C, m=1,
-                              analog_format=AnalogFormat.ONES_COMPLEMENT))
+    rec = full(
+        FullRecordSpec(
+            1, 1, "X Temp", 1, Unit.DEGREES_C, m=1, analog_format=AnalogFormat.ONES_COMPLEMENT
+        )
+    )
     assert rec.convert(0xFE) == -1
     assert rec.convert(0x80) == -127
     assert rec.convert(0xFF) == 0  # negative zero
@@ -76,8 +93,9 @@ def test_negative_m_b_and_exponents() -> None:
     rec = full(FullRecordSpec(1, 1, "Odd V", 2, Unit.VOLTS, m=-3, b=-300, k1=1, k2=-2))
     assert (rec.m, rec.b, rec.k1, rec.k2) == (-3, -300, 1, -2)
     assert rec.convert(10) == pytest.approx((-3 * 10 + -300 * 10) / 100)
-    coolant = full(FullRecordSpec(1, 1, "Coolant In Temp", 1, Unit.DEGREES_C, m=5, b=-20, k1=1,
-                                  k2=-1))
+    coolant = full(
+        FullRecordSpec(1, 1, "Coolant In Temp", 1, Unit.DEGREES_C, m=5, b=-20, k1=1, k2=-1)
+    )
     assert coolant.convert(0) == -20.0
     assert coolant.convert(100) == 30.0
 
@@ -89,17 +107,27 @@ def test_ten_bit_extremes() -> None:
         build_full_record(FullRecordSpec(1, 1, "P", 2, Unit.WATTS, m=512))
 
 
-@given(st.integers(-512, 511).filter(lambda m: m != 0), st.integers(-512, 511),
-       st.integers(-8, 7), st.integers(-8, 7), st.sampled_from(list(AnalogFormat)[:3]),
-       st.integers(0, 255))
-def test_build_parse_round_trip(m: int, b: int, k1: int, k2: int, fmt: AnalogFormat,
-                                raw: int) -> None:
-    rec = full(FullRecordSpec(9, 42, "Any Sensor", 1, Unit.DEGREES_C, m=m, b=b, k1=k1, k2=k2,
-                              analog_format=fmt))
+@given(
+    st.integers(-512, 511).filter(lambda m: m != 0),
+    st.integers(-512, 511),
+    st.integers(-8, 7),
+    st.integers(-8, 7),
+    st.sampled_from(list(AnalogFormat)[:3]),
+    st.integers(0, 255),
+)
+def test_build_parse_round_trip(
+    m: int, b: int, k1: int, k2: int, fmt: AnalogFormat, raw: int
+) -> None:
+    rec = full(
+        FullRecordSpec(
+            9, 42, "Any Sensor", 1, Unit.DEGREES_C, m=m, b=b, k1=k1, k2=k2, analog_format=fmt
+        )
+    )
     assert (rec.m, rec.b, rec.k1, rec.k2, rec.analog_format) == (m, b, k1, k2, fmt)
     x = rec.signed_raw(raw)
-    assert rec.convert(raw) == pytest.approx((m * x + b * 10.0**k1) * 10.0**k2, rel=1e-9,
-                                             abs=10.0 ** (k2 - 3))
+    assert rec.convert(raw) == pytest.approx(
+        (m * x + b * 10.0**k1) * 10.0**k2, rel=1e-9, abs=10.0 ** (k2 - 3)
+    )
 
 
 @pytest.mark.parametrize(
@@ -125,15 +153,28 @@ def test_discrete_and_percentage_names() -> None:
 
 
 def test_range_check_makes_bad_points() -> None:
-    gpu = full(FullRecordSpec(1, 1, "GPU1 Temp", 1, Unit.DEGREES_C, m=5, k2=-1,
-                              sensor_min_raw=0, sensor_max_raw=240))
+    gpu = full(
+        FullRecordSpec(
+            1, 1, "GPU1 Temp", 1, Unit.DEGREES_C, m=5, k2=-1, sensor_min_raw=0, sensor_max_raw=240
+        )
+    )
     assert sensor_point(gpu, reading(170)).quality is Quality.GOOD
     assert sensor_point(gpu, reading(240)).value == 120.0
     out = sensor_point(gpu, reading(241))
     assert out.quality is Quality.BAD and out.value == 120.5
-    inlet = full(FullRecordSpec(1, 1, "Inlet Temp", 1, Unit.DEGREES_C, m=1,
-                                analog_format=AnalogFormat.TWOS_COMPLEMENT,
-                                sensor_min_raw=0xD8, sensor_max_raw=100))
+    inlet = full(
+        FullRecordSpec(
+            1,
+            1,
+            "Inlet Temp",
+            1,
+            Unit.DEGREES_C,
+            m=1,
+            analog_format=AnalogFormat.TWOS_COMPLEMENT,
+            sensor_min_raw=0xD8,
+            sensor_max_raw=100,
+        )
+    )
     assert sensor_point(inlet, reading(0xD8)).quality is Quality.GOOD
     assert sensor_point(inlet, reading(0xD7)).quality is Quality.BAD  # -41 °C
     assert sensor_point(inlet, reading(101)).quality is Quality.BAD
@@ -141,7 +182,7 @@ def test_range_check_makes_bad_points() -> None:
 
 def test_unavailable_and_scanning_disabled_are_bad() -> None:
     gpu = full(FullRecordSpec(1, 1, "GPU1 Temp", 1, Unit.DEGREES_C, m=5, k2=-1))
-    assert sensor_point(gpu, reading(100, flags=0xE0)) .quality is Quality.BAD
+    assert sensor_point(gpu, reading(100, flags=0xE0)).quality is Quality.BAD
     assert sensor_point(gpu, reading(100, flags=0x80)).quality is Quality.BAD
     assert sensor_point(gpu, reading(100, flags=0xC0)).quality is Quality.GOOD
 

@@ -77,8 +77,9 @@ async def test_soft_shutdown_and_power_cap_timing() -> None:
 async def test_garbage_never_reaches_a_reader_as_a_valid_frame() -> None:
     state = BmcState(garbage_rate=1.0)
     bmc = SimBmc("t", state, seed=3)
-    clean = encode_frame(Response(NetFn.SENSOR_EVENT, 0x2D, 0, b"\x40\xc0\x00", 5).to_bytes(),
-                         b"\r\n")
+    clean = encode_frame(
+        Response(NetFn.SENSOR_EVENT, 0x2D, 0, b"\x40\xc0\x00", 5).to_bytes(), b"\r\n"
+    )
     errors = 0
     for _ in range(500):
         reader = FrameReader()
