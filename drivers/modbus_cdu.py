@@ -48,6 +48,10 @@ SETTINGS_GROUP: Final = "settings"
 T = TypeVar("T")
 
 
+# The Modbus function each request name sends (FC 04, 03, 06).
+_FUNCTION_CODES = {"read_input_registers": 4, "read_holding_registers": 3, "write_register": 6}
+
+
 class ModbusExceptionCode(enum.IntEnum):
     ILLEGAL_FUNCTION = 0x01
     ILLEGAL_DATA_ADDRESS = 0x02
@@ -240,6 +244,7 @@ class CduDriver:
             "write_register",
             lambda c: c.write_register(address, value, device_id=self.unit),
             expect_count=None,
+            echo=(address, value),
         )
 
     async def _write_verified(self, address: int, value: int) -> None:
@@ -309,6 +314,7 @@ class CduDriver:
         what: str,
         call: Callable[[Client], Awaitable[ModbusPDU]],
         expect_count: int | None,
+        echo: tuple[int, int] | None = None,
     ) -> list[int]:
         """One request with `retries` retries on transport failure; registers of the answer."""
         attempt = 0
@@ -316,7 +322,7 @@ class CduDriver:
         async with self._lock:
             while True:
                 try:
-                    return await self._attempt(what, call, expect_count)
+                    return await self._attempt(what, call, expect_count, echo)
                 except TransportError as exc:
                     self._drop_client()
                     attempt += 1
@@ -324,11 +330,34 @@ class CduDriver:
                         raise
                     log.debug("cdu_retry", request=what, attempt=attempt, error=str(exc))
 
+    def _check_answers_request(
+        self, what: str, response: ModbusPDU, echo: tuple[int, int] | None
+    ) -> None:
+        """pymodbus matches answers by transaction id only, and takes id 0 as a
+        match for anything: check that this is the answer to this request."""
+        function = _FUNCTION_CODES[what]
+        if response.function_code & 0x7F != function:
+            raise FrameError(
+                f"cdu {self._url_text}: {what}: answer has function {response.function_code}, "
+                f"asked {function}"
+            )
+        if self.url.transport is ModbusTransport.TCP and response.transaction_id == 0:
+            raise FrameError(f"cdu {self._url_text}: {what}: answer with transaction id 0")
+        if echo is not None and (response.address, list(response.registers)) != (
+            echo[0],
+            [echo[1]],
+        ):
+            raise FrameError(
+                f"cdu {self._url_text}: {what}: echo {response.address}="
+                f"{list(response.registers)} is not the write {echo[0]}={echo[1]}"
+            )
+
     async def _attempt(
         self,
         what: str,
         call: Callable[[Client], Awaitable[ModbusPDU]],
         expect_count: int | None,
+        echo: tuple[int, int] | None = None,
     ) -> list[int]:
         client = await self._ensure_client()
         closed = self._client_closed
@@ -360,6 +389,7 @@ class CduDriver:
             raise ModbusDeviceError(
                 f"cdu {self._url_text}: {what} refused with exception {code:02d} ({name})", code
             )
+        self._check_answers_request(what, response, echo)
         registers = list(response.registers)
         if expect_count is not None and len(registers) != expect_count:
             raise FrameError(

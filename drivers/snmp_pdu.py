@@ -172,7 +172,8 @@ class SnmpPduDriver:
         try:
             async with asyncio.timeout(self._confirm_timeout_s):
                 while True:
-                    last, pending = await self._client.get([state_oid, pending_oid])
+                    # Through _get_many: an answer for other OIDs is refused.
+                    last, pending = await self._get_many([state_oid, pending_oid])
                     if last.value == want and pending.value != _PENDING_YES:
                         state = "on" if want == _STATE_ON else "off"
                         log.info("pdu_outlet_set", host=self.host, outlet=outlet, action=action)
