@@ -5,7 +5,9 @@ PointStore's view of the device honest: points age to STALE when no good
 reading arrives for their stale_after, and the device's state says whether the
 daemon can currently hear it. Errors are handled by their type:
 TransportError -> retry and reconnect with backoff; DeviceError -> report,
-keep the link; ConfigurationError -> give up and say why.
+keep the link; ConfigurationError -> stop the fast retries, say why, and try
+again only after a long pause (a replaced device, or a refusal an attacker
+forged: an unauthenticated SNMPv3 Report looks just like a real one).
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ class SupervisorSettings:
     offline_after_failures: int = 2
     # A point with no good reading for this many of its group's periods is stale.
     stale_periods: float = 3.0
+    # After a configuration or authentication error: retry this rarely.
+    config_retry_s: float = 60.0
     reconnect_initial_s: float = 0.5
     # Low enough that a device that comes back is seen within a few seconds.
     reconnect_max_s: float = 3.0
@@ -159,7 +163,7 @@ class DeviceSupervisor:
                     )
 
     async def run(self) -> None:
-        """Supervise forever; returns only if the configuration is hopeless.
+        """Supervise forever.
 
         Nothing a device does may end this task: the TaskGroup would take the
         whole daemon (and every other device's safety) down with it."""
@@ -171,9 +175,11 @@ class DeviceSupervisor:
                     await self._poll_until_lost(loop)
                 except ConfigurationError as exc:
                     self._go_offline(f"configuration error: {exc}", Severity.ALARM)
-                    # Nobody will read this device again: its values are history now.
+                    # Not read again for a long while: its values are history now.
                     self._refresh_staleness(loop.time(), force=True)
-                    return
+                    await self._close_quietly()
+                    await self._sleep_with_staleness(self._settings.config_retry_s)
+                    continue
                 except (DriverError, TimeoutError) as exc:
                     self._go_offline(f"link lost: {_describe(exc)}", Severity.WARNING)
                 except Exception as exc:  # a driver bug must not end supervision
@@ -307,7 +313,7 @@ class DeviceSupervisor:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + delay_s
         # Keep ageing points while disconnected so nobody mistakes old data for live.
-        while (remaining := deadline - loop.time()) > 0:
+        while (remaining := deadline - loop.time()) > _DUE_MARGIN_S:
             await asyncio.sleep(min(remaining, 0.5))
             self._refresh_staleness(loop.time())
 

@@ -191,7 +191,7 @@ class MqttPublisher:
                 dirty, self._dirty = self._dirty, set()
                 for device_id in sorted(dirty):
                     await self._publish_device(client, device_id, force=False)
-            if loop.time() >= next_snapshot_s:
+            if loop.time() >= next_snapshot_s - 1e-3:  # not a sliver below the clock resolution
                 next_snapshot_s = loop.time() + self._config.snapshot_s
                 for record in list(self._store.devices()):
                     await self._publish_device(client, record.id, force=True)
