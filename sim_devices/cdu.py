@@ -436,8 +436,9 @@ class SimulatedCdu:
         elif address == 104:
             s.facility_valve_setpoint_pct = value / 10
         elif address == 105:
+            # Only 106 is a heartbeat (DEVICES.md): a daemon that rewrote the
+            # timeout but never wrote 106 must see the watchdog expire.
             s.watchdog_timeout_s = value
-            self._heartbeat()
         elif address == 106:
             s.heartbeat_value = value
             self._heartbeat()
