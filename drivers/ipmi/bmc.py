@@ -151,6 +151,7 @@ class BmcDriver:
 
     async def close(self) -> None:
         line, self._line = self._line, None
+        self._client.close()
         if line is not None:
             await line.close()
 

@@ -84,6 +84,13 @@ class IpmiClient:
                 continue
             self._deliver(response)
 
+    def close(self) -> None:
+        """The line is closing: no timer left behind, no request left waiting."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.connection_lost()
+
     def connection_lost(self) -> None:
         self._fail(TransportError(f"{self.name}: line closed"))
 

@@ -96,6 +96,33 @@ class SerialLine:
             log.warning("ipmi_line_close_timeout", port=self.port)
 
 
+async def _open_serial_line(
+    loop: asyncio.AbstractEventLoop,
+    factory: Callable[[], _LineProtocol],
+    port: str,
+    baud: int,
+) -> tuple[asyncio.BaseTransport, asyncio.BaseProtocol]:
+    """Open the port in a thread; a port opened after we stopped waiting (timeout,
+    cancellation) or that fails to attach is closed, or its exclusive lock would
+    refuse every later open."""
+    opening = loop.run_in_executor(None, _open_serial, port, baud)
+    try:
+        ser = await asyncio.shield(opening)
+    except BaseException:
+        opening.add_done_callback(_close_opened_port)
+        raise
+    try:
+        return await serial_asyncio_fast.connection_for_serial(loop, factory, ser)
+    except BaseException:
+        ser.close()
+        raise
+
+
+def _close_opened_port(opening: asyncio.Future[serial.Serial]) -> None:
+    if not opening.cancelled() and opening.exception() is None:
+        opening.result().close()
+
+
 async def open_line(port: str, baud: int, on_data: Callable[[bytes], None],
                     on_lost: Callable[[], None]) -> SerialLine:
     """Open `port` (a device path or socket://host:port).
@@ -120,9 +147,7 @@ async def open_line(port: str, baud: int, on_data: Callable[[bytes], None],
             elif "://" in port:
                 raise ConfigurationError(f"{port}: only device paths and socket:// are supported")
             else:
-                ser = await loop.run_in_executor(None, _open_serial, port, baud)
-                transport, protocol = await serial_asyncio_fast.connection_for_serial(
-                    loop, factory, ser)
+                transport, protocol = await _open_serial_line(loop, factory, port, baud)
     except TimeoutError as exc:
         raise TransportError(f"{port}: open timed out after {OPEN_TIMEOUT_S} s") from exc
     except (OSError, serial.SerialException) as exc:

@@ -24,6 +24,7 @@ from drivers.snmp.message import (
     CommunityMessage,
     MsgFlags,
     ScopedPdu,
+    SnmpVersion,
     UsmParams,
     V3Message,
     decode_message,
@@ -291,7 +292,8 @@ class SnmpClient:
         if isinstance(msg, CommunityMessage):
             key = msg.pdu.request_id
             entry = self._pending.get(key)
-            if entry is None or self._user is not None:
+            # We speak v2c: a v1 message is no answer of ours, whatever its id.
+            if entry is None or self._user is not None or msg.version is not SnmpVersion.V2C:
                 self.stats.dropped += 1
                 return
             reply = _Reply(msg.pdu)

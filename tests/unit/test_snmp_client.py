@@ -21,7 +21,12 @@ from drivers.snmp import (
     VarBind,
     parse_oid,
 )
-from drivers.snmp.message import CommunityMessage, decode_message, encode_message
+from drivers.snmp.message import (
+    CommunityMessage,
+    SnmpVersion,
+    decode_message,
+    encode_message,
+)
 from drivers.snmp.pdu import ErrorStatus, Pdu, PduType, Tag
 from sim_devices.snmp_agent import AgentConfig, Mib, SnmpAgent
 
@@ -90,13 +95,19 @@ async def test_get_returns_the_answer(peer_factory: PeerFactory) -> None:
 async def test_stale_and_malformed_replies_are_ignored(peer_factory: PeerFactory) -> None:
     def responder(m: CommunityMessage) -> list[bytes]:
         stale = answer(m, request_id=m.pdu.request_id - 1)
-        return [stale, b"\x30\x03\x02\x01", answer(m)]
+        vbs = tuple(VarBind.octets(vb.oid, b"forged") for vb in m.pdu.varbinds)
+        v1 = encode_message(
+            CommunityMessage(
+                m.community, Pdu(PduType.RESPONSE, m.pdu.request_id, 0, 0, vbs), SnmpVersion.V1
+            )
+        )
+        return [stale, b"\x30\x03\x02\x01", v1, answer(m)]
 
     _, port = await peer_factory(responder)
     async with SnmpClient("127.0.0.1", port) as client:
         vbs = await client.get([SYS_NAME])
-        assert vbs[0].value == b"pod-a"
-        assert client.stats.dropped == 2
+        assert vbs[0].value == b"pod-a"  # not the v1 message with the right id
+        assert client.stats.dropped == 3
         assert client.stats.responses == 1
 
 
