@@ -22,6 +22,7 @@ from megapodd.devices import build_devices, register_outputs
 from megapodd.events import EventBus, Severity
 from megapodd.mqtt.publisher import MqttPublisher
 from megapodd.point_events import PointEvents
+from megapodd.safety.engine import InterlockEngine
 from megapodd.sdnotify import Notifier
 from megapodd.store import PointStore
 
@@ -71,7 +72,21 @@ class Daemon:
         self.devices = build_devices(config, self.store, self.events, config_path)
         self.arbiter = OutputArbiter(self.events, _loop_clock)
         register_outputs(self.arbiter, self.devices)
+        kinds = {d.id: kind for kind in ("cdu", "pdu", "bmc") for d in getattr(config, kind)}
+        self.interlocks = InterlockEngine(
+            config.interlock,
+            kinds,
+            self.store,
+            self.arbiter,
+            self.events,
+            config.state.dir / "interlocks.json",
+            _loop_clock,
+        )
+        # Latched interlocks first, so the first write to a device is theirs (invariant 3).
+        self.interlocks.restore()
         self.arbiter.start()  # queued: runs once each device is connected
+        self.publisher.add_retained_topic("interlocks", self.interlocks.snapshot)
+        self.interlocks.add_listener(lambda: self.publisher.topic_changed("interlocks"))
         duties = [
             # Four heartbeats per CDU watchdog period: one may wait behind a poll.
             HeartbeatDue(cdu.config.watchdog_timeout_s / 4, cdu.heartbeat)
@@ -79,10 +94,18 @@ class Daemon:
         ]
         duties.append(HeartbeatDue(0.0, self.arbiter.tick))
         duties.append(HeartbeatDue(_STALENESS_CHECK_S, self._refresh_staleness))
+        duties.append(HeartbeatDue(_STALENESS_CHECK_S, self.interlocks.check_inputs))
         self.tick = ControlTick(config.control.tick_s, self.notifier, duties)
         self.point_events = PointEvents(self.store, self.events)
         self.commands = CommandService(
-            config, self.store, self.events, self.devices, self.arbiter, _loop_clock, self.pod_info
+            config,
+            self.store,
+            self.events,
+            self.devices,
+            self.arbiter,
+            self.interlocks,
+            _loop_clock,
+            self.pod_info,
         )
         self.api = ApiServer(
             config.api.socket,

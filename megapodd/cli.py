@@ -229,6 +229,32 @@ async def _outputs(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+async def _interlocks(args: argparse.Namespace, console: Console) -> int:
+    rules: Any = await call(_socket_path(args), "interlocks")
+    if args.json:
+        print(json.dumps(rules, indent=2))
+        return 0
+    table = Table(title="interlocks", title_justify="left")
+    for column in ("interlock", "state", "watches", "since (UTC)", "reason", "actions"):
+        table.add_column(column)
+    for rule in rules.values():
+        style = {"tripped": "bold red", "latched": "yellow"}.get(rule["state"], "green")
+        since = time.strftime("%H:%M:%S", time.gmtime(rule["since"])) if rule["since"] else "—"
+        limit = "" if rule["limit"] is None else f" {rule['limit']}"
+        watches = f"{rule['device']}.{rule['point']} {rule['trip_when']}{limit}"
+        actions = ", ".join(f"{a['output']}={a['value']:g}" for a in rule["actions"])
+        state = f"[{style}]{rule['state']}[/{style}]"
+        table.add_row(rule["id"], state, watches, since, rule["reason"], actions)
+    console.print(table)
+    return 0
+
+
+async def _reset(args: argparse.Namespace, console: Console) -> int:
+    result: Any = await call(_socket_path(args), "reset", {"interlock": args.interlock})
+    console.print(f"interlock {result['interlock']}: reset, now {result['state']}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="megapodctl", description=__doc__)
     parser.add_argument(
@@ -277,6 +303,12 @@ def _parser() -> argparse.ArgumentParser:
     release.add_argument("device")
     release.add_argument("output")
     release.set_defaults(func=_release)
+    interlocks = sub.add_parser("interlocks", help="interlock states")
+    interlocks.add_argument("--json", action="store_true")
+    interlocks.set_defaults(func=_interlocks)
+    reset = sub.add_parser("reset", help="reset a latched interlock once its cause is gone (admin)")
+    reset.add_argument("interlock", help="interlock id")
+    reset.set_defaults(func=_reset)
     outputs = sub.add_parser("outputs", help="who owns each actuator")
     outputs.add_argument("--json", action="store_true")
     outputs.set_defaults(func=_outputs)

@@ -16,6 +16,7 @@ from megapodd.config import Config
 from megapodd.control.arbiter import MAX_OVERRIDE_S, Claim, OutputArbiter, Owner
 from megapodd.devices import Devices
 from megapodd.events import EventBus, Severity
+from megapodd.safety.engine import InterlockEngine, ResetRefused
 from megapodd.store import PointStore
 
 Args = Mapping[str, object]
@@ -62,6 +63,7 @@ class CommandService:
         events: EventBus,
         devices: Devices,
         arbiter: OutputArbiter,
+        interlocks: InterlockEngine,
         clock: Callable[[], float],
         pod_info: Callable[[], dict[str, object]],
     ) -> None:
@@ -70,6 +72,7 @@ class CommandService:
         self._events = events
         self._devices = devices
         self._arbiter = arbiter
+        self._interlocks = interlocks
         self._clock = clock
         self._pod_info = pod_info
 
@@ -82,6 +85,8 @@ class CommandService:
             "outputs": Command(self._outputs, Role.READER, "actuator owners and values"),
             "override": Command(self._override, Role.ADMIN, "override an output for a while"),
             "release": Command(self._release, Role.ADMIN, "end an override"),
+            "interlocks": Command(self._interlocks_status, Role.READER, "interlock states"),
+            "reset": Command(self._reset, Role.ADMIN, "reset a latched interlock (local only)"),
         }
 
     def refused(self, name: str, args: Args, caller: Caller, error: str) -> None:
@@ -224,3 +229,18 @@ class CommandService:
             return {"output": name, "owner": winner.owner.name.lower() if winner else None}
 
         return await self.audited("release", output.device_id, args, caller, apply)
+
+    async def _interlocks_status(self, _args: Args, _caller: Caller) -> object:
+        return self._interlocks.snapshot()
+
+    async def _reset(self, args: Args, caller: Caller) -> object:
+        rule_id = arg_str(args, "interlock")
+
+        async def apply() -> dict[str, Any]:
+            try:
+                self._interlocks.reset(rule_id, f"uid {caller.uid}")
+            except ResetRefused as exc:
+                raise ApiError(str(exc)) from None
+            return {"interlock": rule_id, "state": "normal"}
+
+        return await self.audited("reset", "megapodctl", args, caller, apply)

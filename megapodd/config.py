@@ -218,6 +218,44 @@ class BmcConfig(_Section):
         return port
 
 
+# Outputs an interlock may drive, per device kind (see megapodd/devices.py).
+INTERLOCK_OUTPUTS: dict[str, tuple[str, ...]] = {
+    "cdu": ("pump_speed_pct", "facility_valve_pct"),
+    "bmc": ("fan_duty_pct", "power_limit_w"),
+}
+
+
+class InterlockAction(_Section):
+    output: str  # "<device id>.<output>", e.g. "cdu1.pump_speed_pct"
+    value: float
+
+
+class InterlockConfig(_Section):
+    id: DeviceId
+    device: DeviceId
+    point: str
+    # "true": a boolean point reads true (a leak); "above"/"below": past `limit`.
+    trip_when: Literal["true", "above", "below"]
+    limit: float | None = None
+    # How far back past the limit a value must come to count as cleared.
+    clear_margin: float = Field(default=0.0, ge=0.0)
+    # With no good reading for stale_after_s: trip (the default, invariant 2) or hold.
+    on_stale: Literal["trip", "hold"] = "trip"
+    stale_after_s: float = Field(default=5.0, gt=0.0, le=3600.0)
+    # Consecutive good readings that must show the condition before it trips.
+    # BMC points always need at least 2 (invariant 8: Terminal Mode has no checksum).
+    confirm_reads: int = Field(default=1, ge=1, le=10)
+    actions: list[InterlockAction] = []
+
+    @model_validator(mode="after")
+    def _limit_fits(self) -> Self:
+        if self.trip_when == "true" and self.limit is not None:
+            raise ValueError("trip_when = 'true' takes no limit")
+        if self.trip_when != "true" and self.limit is None:
+            raise ValueError(f"trip_when = {self.trip_when!r} needs a limit")
+        return self
+
+
 class Config(_Section):
     pod: PodConfig
     mqtt: MqttConfig = MqttConfig()
@@ -227,6 +265,7 @@ class Config(_Section):
     cdu: list[CduConfig] = []
     pdu: list[PduConfig] = []
     bmc: list[BmcConfig] = []
+    interlock: list[InterlockConfig] = []
 
 
 def _serial_line(kind: str, device: dict[str, object]) -> str | None:
@@ -258,6 +297,47 @@ def _shared_lines(data: dict[str, object]) -> list[str]:
     return problems
 
 
+def _interlock_refs(data: dict[str, object]) -> list[str]:
+    """Interlocks name devices and outputs that exist; rule ids are unique."""
+    kinds: dict[str, str] = {}
+    for kind in ("cdu", "pdu", "bmc"):
+        devices = data.get(kind)
+        for device in devices if isinstance(devices, list) else []:
+            if isinstance(device, dict) and isinstance(device.get("id"), str):
+                kinds[device["id"]] = kind
+    problems: list[str] = []
+    seen: set[str] = set()
+    rules = data.get("interlock")
+    for index, rule in enumerate(rules if isinstance(rules, list) else []):
+        if not isinstance(rule, dict):
+            continue
+        if isinstance(rule.get("id"), str):
+            if rule["id"] in seen:
+                problems.append(f"interlock.{index}.id: duplicate interlock id {rule['id']!r}")
+            seen.add(rule["id"])
+        device = rule.get("device")
+        if isinstance(device, str) and device not in kinds:
+            problems.append(f"interlock.{index}.device: no device {device!r}")
+        actions = rule.get("actions")
+        for number, action in enumerate(actions if isinstance(actions, list) else []):
+            output = action.get("output") if isinstance(action, dict) else None
+            if not isinstance(output, str):
+                continue
+            target, _, name = output.partition(".")
+            allowed = INTERLOCK_OUTPUTS.get(kinds.get(target, ""), ())
+            if name not in allowed:
+                known = ", ".join(
+                    f"{d}.{o}"
+                    for d, k in sorted(kinds.items())
+                    for o in INTERLOCK_OUTPUTS.get(k, ())
+                )
+                problems.append(
+                    f"interlock.{index}.actions.{number}.output: no output {output!r}; "
+                    f"outputs: {known or 'none'}"
+                )
+    return problems
+
+
 def _cross_check(data: dict[str, object]) -> list[str]:
     """Checks across sections, run on the raw data so they are reported even
     when other fields are invalid (every problem at once)."""
@@ -281,6 +361,7 @@ def _cross_check(data: dict[str, object]) -> list[str]:
             if kind == "pdu":
                 pdu_outlets[device_id] = device.get("outlets", 24)
     problems.extend(_shared_lines(data))
+    problems.extend(_interlock_refs(data))
     bmcs = data.get("bmc")
     for index, bmc in enumerate(bmcs if isinstance(bmcs, list) else []):
         if not isinstance(bmc, dict) or "pdu" not in bmc:

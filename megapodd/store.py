@@ -72,6 +72,7 @@ class PointStore:
     def __init__(self) -> None:
         self._devices: dict[str, DeviceRecord] = {}
         self._listeners: list[ChangeListener] = []
+        self._reading_listeners: list[ChangeListener] = []
 
     def add_device(self, device_id: str, kind: str) -> None:
         if device_id in self._devices:
@@ -80,6 +81,10 @@ class PointStore:
 
     def add_listener(self, listener: ChangeListener) -> None:
         self._listeners.append(listener)
+
+    def add_reading_listener(self, listener: ChangeListener) -> None:
+        """Told of every reading, changed or not (interlocks count agreeing reads)."""
+        self._reading_listeners.append(listener)
 
     def device(self, device_id: str) -> DeviceRecord:
         return self._devices[device_id]
@@ -110,6 +115,10 @@ class PointStore:
                 changed.add(name)
         if changed:
             self._notify(device_id, frozenset(changed))
+        if self._reading_listeners and readings:
+            names = frozenset(readings)
+            for listener in self._reading_listeners:
+                listener(device_id, names)
 
     def mark_stale(
         self, device_id: str, names: Iterable[str], now_mono_s: float, stale_after_s: float

@@ -119,6 +119,20 @@ class OutputArbiter:
         self._announce(output, before, after, "claimed")
         return after
 
+    def claim_in_background(self, name: str, claim: Claim, reason: str) -> Claim | None:
+        """Set a claim without waiting for the device: the write is queued on
+        the device's link and retried until it holds (interlocks use this: a
+        trip must never wait on, or fail with, one slow device)."""
+        if claim.owner is Owner.OVERRIDE:
+            raise ValueError("overrides are claimed with claim(), which confirms them")
+        output = self.outputs[name]
+        before = output.winner()
+        output.claims[claim.owner] = claim
+        after = output.winner()
+        self._announce(output, before, after, reason)
+        self._sync_in_background(output)
+        return after
+
     def release(self, name: str, owner: Owner, reason: str) -> Claim | None:
         """Withdraw an owner's claim; the next owner's value is written in the background."""
         output = self.outputs[name]

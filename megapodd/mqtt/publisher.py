@@ -12,6 +12,7 @@ import contextlib
 import json
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,6 +60,8 @@ class MqttPublisher:
         self._boot_id = boot_id
         self._outbox = EventOutbox(state_dir / "events-outbox.jsonl", config.queue_max_events)
         self._dirty: set[str] = set()
+        self._retained: dict[str, Callable[[], object]] = {}
+        self._dirty_topics: set[str] = set()
         self._published: dict[str, _Published] = {}
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -71,6 +74,15 @@ class MqttPublisher:
 
     def _on_change(self, device_id: str, _names: frozenset[str]) -> None:
         self._dirty.add(device_id)
+        self._wake.set()
+
+    def add_retained_topic(self, suffix: str, snapshot: Callable[[], object]) -> None:
+        """A retained topic (e.g. `interlocks`) published on connect and on change."""
+        self._retained[suffix] = snapshot
+        self._dirty_topics.add(suffix)
+
+    def topic_changed(self, suffix: str) -> None:
+        self._dirty_topics.add(suffix)
         self._wake.set()
 
     def on_event(self, event: Event) -> None:
@@ -107,6 +119,7 @@ class MqttPublisher:
                     log.info("mqtt_connected", host=self._config.host, port=self._config.port)
                     await self._publish_status(client, "online")
                     self._dirty.update(d.id for d in self._store.devices())
+                    self._dirty_topics.update(self._retained)
                     self._published.clear()  # a fresh session gets full state
                     try:
                         await self._publish_loop(client)
@@ -186,6 +199,7 @@ class MqttPublisher:
         next_snapshot_s = loop.time() + self._config.snapshot_s
         while not self._stopping.is_set():
             await self._drain_events(client)
+            await self._publish_retained_topics(client)
             if self._dirty:
                 await asyncio.sleep(_COALESCE_S)
                 dirty, self._dirty = self._dirty, set()
@@ -196,7 +210,7 @@ class MqttPublisher:
                 for record in list(self._store.devices()):
                     await self._publish_device(client, record.id, force=True)
             self._wake.clear()
-            if self._dirty or self._outbox.peek() is not None:
+            if self._dirty or self._dirty_topics or self._outbox.peek() is not None:
                 continue
             try:
                 async with asyncio.timeout(max(0.0, next_snapshot_s - loop.time())):
@@ -204,6 +218,12 @@ class MqttPublisher:
             except TimeoutError:
                 pass
         await self._drain_events(client)
+
+    async def _publish_retained_topics(self, client: aiomqtt.Client) -> None:
+        while self._dirty_topics:
+            suffix = self._dirty_topics.pop()
+            payload = {"ts": time.time(), suffix: self._retained[suffix]()}
+            await client.publish(self.topic(suffix), _dumps(payload), qos=1, retain=True)
 
     async def _drain_events(self, client: aiomqtt.Client, batch: int = 100) -> None:
         """Send queued events, a batch at a time so a backlog after an outage

@@ -1,0 +1,323 @@
+"""Interlocks: event-driven rules that drive outputs to safe values.
+
+Each rule watches one point. Evaluated on every reading of it (not only on the
+tick), so fault-to-action latency is one poll period plus wire time. A rule
+that trips claims its outputs at the highest priority (invariant 1) and stays
+*latched* after its condition clears, until an authorised local reset
+(invariant 3). A point with no good reading for the rule's stale_after trips it
+unless the rule says hold (invariant 2). Readings from BMCs must agree on two
+consecutive reads before a rule acts on them (invariant 8). Tripped and latched
+rules are saved atomically and restored before any output is written.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from drivers.base import PointValue, Quality
+from megapodd.config import InterlockConfig
+from megapodd.control.arbiter import Claim, OutputArbiter, Owner
+from megapodd.events import EventBus, Severity
+from megapodd.safety.persist import load_state, save_state
+from megapodd.store import PointStore
+
+log = structlog.get_logger("megapodd.safety")
+
+# Terminal Mode carries no checksum: two reads must agree (invariant 8).
+BMC_MIN_CONFIRM_READS = 2
+
+
+class RuleState(enum.StrEnum):
+    NORMAL = "normal"
+    TRIPPED = "tripped"  # the condition holds (or its input is stale)
+    LATCHED = "latched"  # the condition cleared; outputs held until a local reset
+
+
+class ResetRefused(Exception):
+    """A reset that may not happen now; the message says why."""
+
+
+@dataclass(slots=True)
+class _Rule:
+    config: InterlockConfig
+    confirm_reads: int
+    state: RuleState = RuleState.NORMAL
+    since_ts: float = 0.0
+    last_trip_ts: float | None = None
+    reason: str = ""
+    agreeing: int = 0  # consecutive good readings showing the condition
+
+    def as_json(self) -> dict[str, object]:
+        c = self.config
+        return {
+            "id": c.id,
+            "state": self.state.value,
+            "since": self.since_ts,
+            "last_trip": self.last_trip_ts,
+            "reason": self.reason,
+            "device": c.device,
+            "point": c.point,
+            "trip_when": c.trip_when,
+            "limit": c.limit,
+            "actions": [{"output": a.output, "value": a.value} for a in c.actions],
+        }
+
+
+class InterlockEngine:
+    def __init__(
+        self,
+        rules: Sequence[InterlockConfig],
+        device_kinds: dict[str, str],
+        store: PointStore,
+        arbiter: OutputArbiter,
+        events: EventBus,
+        state_path: Path,
+        clock: Callable[[], float],
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._arbiter = arbiter
+        self._events = events
+        self._state_path = state_path
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._rules: dict[str, _Rule] = {}
+        self._by_point: dict[tuple[str, str], list[_Rule]] = {}
+        for config in rules:
+            confirm = config.confirm_reads
+            if device_kinds.get(config.device) == "bmc":
+                confirm = max(confirm, BMC_MIN_CONFIRM_READS)
+            rule = _Rule(config, confirm)
+            self._rules[config.id] = rule
+            self._by_point.setdefault((config.device, config.point), []).append(rule)
+        self._started_s: float | None = None
+        self._listeners: list[Callable[[], None]] = []
+        store.add_reading_listener(self._on_readings)
+
+    def add_listener(self, listener: Callable[[], None]) -> None:
+        """Told whenever any rule changes state (the MQTT `interlocks` topic)."""
+        self._listeners.append(listener)
+
+    # -- start-up ------------------------------------------------------------
+
+    def restore(self) -> None:
+        """Take back tripped and latched rules from disk and claim their
+        outputs, before the arbiter writes anything."""
+        try:
+            saved = load_state(self._state_path)
+        except (OSError, ValueError) as exc:
+            # Safety state is not guessed: every rule latches until reset.
+            message = f"interlock state unreadable ({exc}); every interlock latched"
+            log.exception("interlock_state_unreadable", path=str(self._state_path))
+            self._events.emit("interlock_state_unreadable", Severity.CRITICAL, "megapodd", message)
+            saved = {
+                rule_id: {"state": "latched", "reason": "state file unreadable"}
+                for rule_id in self._rules
+            }
+        for rule_id, entry in saved.items():
+            rule = self._rules.get(rule_id)
+            if rule is None:
+                self._events.emit(
+                    "interlock_unknown",
+                    Severity.WARNING,
+                    "megapodd",
+                    f"saved interlock {rule_id!r} is not configured any more; dropped",
+                    {"rule": rule_id},
+                )
+                continue
+            state = entry.get("state")
+            if state not in (RuleState.TRIPPED, RuleState.LATCHED):
+                continue
+            rule.state = RuleState(str(state))
+            rule.since_ts = _number(entry.get("since"), self._wall_clock())
+            last = entry.get("last_trip")
+            rule.last_trip_ts = float(last) if isinstance(last, int | float) else None
+            rule.reason = str(entry.get("reason", "restored"))
+            self._claim_outputs(rule, "restored at start")
+        self._save()
+
+    # -- evaluation ----------------------------------------------------------
+
+    def _on_readings(self, device_id: str, names: frozenset[str]) -> None:
+        for name in names:
+            for rule in self._by_point.get((device_id, name), ()):
+                point = self._store.get(device_id, name)
+                if point is not None and point.quality is Quality.GOOD:
+                    self._evaluate(rule, point.value)
+
+    def check_inputs(self) -> None:
+        """From the control tick: trip rules whose input has no good reading."""
+        now = self._clock()
+        if self._started_s is None:
+            self._started_s = now
+        for rule in self._rules.values():
+            c = rule.config
+            point = self._store.get(c.device, c.point)
+            last_good = point.mono_s if point is not None else float("-inf")
+            # Nothing was read yet: count from start, not from the beginning of time.
+            silent_s = now - max(last_good, self._started_s)
+            good_now = point is not None and point.quality is Quality.GOOD
+            if good_now or silent_s < c.stale_after_s or c.on_stale == "hold":
+                continue
+            if rule.state is not RuleState.TRIPPED:
+                self._trip(rule, f"no good reading of {c.device}.{c.point} for {silent_s:.1f} s")
+
+    def _evaluate(self, rule: _Rule, value: PointValue) -> None:
+        c = rule.config
+        if rule.state is RuleState.NORMAL:
+            if _tripping(c, value):
+                rule.agreeing += 1
+                if rule.agreeing >= rule.confirm_reads:
+                    self._trip(rule, f"{c.device}.{c.point} = {value} ({_condition(c)})")
+            else:
+                rule.agreeing = 0
+        elif rule.state is RuleState.TRIPPED:
+            if _cleared(c, value):
+                self._set(rule, RuleState.LATCHED, f"cleared: {c.device}.{c.point} = {value}")
+                self._events.emit(
+                    "interlock_cleared",
+                    Severity.WARNING,
+                    c.device,
+                    f"interlock {c.id} cleared ({c.point} = {value}); latched until reset",
+                    {"rule": c.id, "value": value},
+                )
+        elif _tripping(c, value):  # latched, and the condition is back
+            self._trip(rule, f"{c.device}.{c.point} = {value} again ({_condition(c)})")
+
+    def _trip(self, rule: _Rule, reason: str) -> None:
+        c = rule.config
+        first = rule.state is RuleState.NORMAL
+        rule.last_trip_ts = self._wall_clock()
+        self._set(rule, RuleState.TRIPPED, reason)
+        self._events.emit(
+            "interlock_tripped",
+            Severity.CRITICAL,
+            c.device,
+            f"interlock {c.id} tripped: {reason}",
+            {"rule": c.id, "reason": reason, "actions": [a.output for a in c.actions]},
+        )
+        if first:
+            self._claim_outputs(rule, f"interlock {c.id}")
+
+    # -- reset ---------------------------------------------------------------
+
+    def reset(self, rule_id: str, by: str) -> None:
+        """An authorised local reset: only a latched rule (its condition clear)."""
+        rule = self._rules.get(rule_id)
+        if rule is None:
+            raise ResetRefused(f"no interlock {rule_id!r}; interlocks: {', '.join(self._rules)}")
+        if rule.state is RuleState.NORMAL:
+            raise ResetRefused(f"interlock {rule_id} is not tripped")
+        if rule.state is RuleState.TRIPPED:
+            raise ResetRefused(f"interlock {rule_id} is still tripped: {rule.reason}")
+        self._set(rule, RuleState.NORMAL, f"reset by {by}")
+        rule.agreeing = 0
+        for action in rule.config.actions:
+            self._release_output(action.output, rule)
+        self._events.emit(
+            "interlock_reset",
+            Severity.INFO,
+            rule.config.device,
+            f"interlock {rule_id} reset by {by}",
+            {"rule": rule_id, "by": by},
+        )
+
+    # -- reading ---------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, object]:
+        return {rule_id: rule.as_json() for rule_id, rule in self._rules.items()}
+
+    # -- internals -------------------------------------------------------------
+
+    def _set(self, rule: _Rule, state: RuleState, reason: str) -> None:
+        if rule.state is not state:
+            rule.since_ts = self._wall_clock()
+        rule.state, rule.reason = state, reason
+        self._save()
+        for listener in self._listeners:
+            listener()
+
+    def _claim_outputs(self, rule: _Rule, why: str) -> None:
+        for action in rule.config.actions:
+            holders = [
+                r
+                for r in self._rules.values()
+                if r.state is not RuleState.NORMAL
+                and any(a.output == action.output for a in r.config.actions)
+            ]
+            # Two tripped rules on one output: the safer (higher) value wins.
+            value = max(
+                a.value for r in holders for a in r.config.actions if a.output == action.output
+            )
+            claim = Claim(Owner.INTERLOCK, value, ", ".join(r.config.id for r in holders))
+            self._arbiter.claim_in_background(action.output, claim, why)
+
+    def _release_output(self, output: str, reset_rule: _Rule) -> None:
+        holders = [
+            r
+            for r in self._rules.values()
+            if r is not reset_rule
+            and r.state is not RuleState.NORMAL
+            and any(a.output == output for a in r.config.actions)
+        ]
+        if holders:
+            self._claim_outputs(holders[0], f"interlock {reset_rule.config.id} reset")
+        else:
+            self._arbiter.release(
+                output, Owner.INTERLOCK, f"interlock {reset_rule.config.id} reset"
+            )
+
+    def _save(self) -> None:
+        state: dict[str, dict[str, object]] = {
+            rule_id: {
+                "state": rule.state.value,
+                "since": rule.since_ts,
+                "last_trip": rule.last_trip_ts,
+                "reason": rule.reason,
+            }
+            for rule_id, rule in self._rules.items()
+            if rule.state is not RuleState.NORMAL
+        }
+        try:
+            save_state(self._state_path, state)
+        except OSError as exc:
+            # The rules still act; only a restart would forget them. Say so loudly.
+            log.exception("interlock_state_not_saved", path=str(self._state_path))
+            self._events.emit(
+                "interlock_state_not_saved",
+                Severity.CRITICAL,
+                "megapodd",
+                f"cannot save interlock state to {self._state_path}: {exc}",
+            )
+
+
+def _number(value: object, default: float) -> float:
+    return float(value) if isinstance(value, int | float) else default
+
+
+def _condition(c: InterlockConfig) -> str:
+    return "is true" if c.trip_when == "true" else f"{c.trip_when} {c.limit}"
+
+
+def _tripping(c: InterlockConfig, value: PointValue) -> bool:
+    if c.trip_when == "true":
+        return value is True
+    if isinstance(value, bool) or not isinstance(value, int | float) or c.limit is None:
+        return False
+    return value > c.limit if c.trip_when == "above" else value < c.limit
+
+
+def _cleared(c: InterlockConfig, value: PointValue) -> bool:
+    if c.trip_when == "true":
+        return value is False
+    if isinstance(value, bool) or not isinstance(value, int | float) or c.limit is None:
+        return False
+    if c.trip_when == "above":
+        return value <= c.limit - c.clear_margin
+    return value >= c.limit + c.clear_margin
