@@ -118,7 +118,37 @@ def render_config(spec: DaemonConfigSpec) -> str:
             f"outlet = {plug.outlet}",
             f"poll_s = {BMC_POLL_S}",
         ]
+    lines += _interlocks()
     return "\n".join(lines) + "\n"
+
+
+# Coolant to the trays above 45 °C (the GB300 tray limit in POD-NUMBERS.md):
+# everything the CDU has goes to cooling. A wet drip tray latches an alarm;
+# rack isolation valves are not an output of the daemon yet.
+SUPPLY_TEMP_LIMIT_C = 45.0
+
+
+def _interlocks() -> list[str]:
+    return [
+        "",
+        "[[interlock]]",
+        'id = "coolant-supply-hot"',
+        f"device = {_s(CDU_ID)}",
+        'point = "supply_temp_c"',
+        'trip_when = "above"',
+        f"limit = {SUPPLY_TEMP_LIMIT_C}",
+        "clear_margin = 2.0",
+        "actions = [",
+        f'    {{output = "{CDU_ID}.pump_speed_pct", value = 100}},',
+        f'    {{output = "{CDU_ID}.facility_valve_pct", value = 100}},',
+        "]",
+        "",
+        "[[interlock]]",
+        'id = "coolant-leak"',
+        f"device = {_s(CDU_ID)}",
+        'point = "leak"',
+        'trip_when = "true"',
+    ]
 
 
 def write_config(path: Path, text: str) -> None:
