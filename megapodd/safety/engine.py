@@ -29,6 +29,9 @@ from megapodd.store import PointStore
 
 log = structlog.get_logger("megapodd.safety")
 
+# More cooling is safer for pumps, valves and fans; less power for a power limit.
+_LOWER_IS_SAFER = (".power_limit_w",)
+
 # Terminal Mode carries no checksum: two reads must agree (invariant 8).
 BMC_MIN_CONFIRM_READS = 2
 
@@ -251,10 +254,11 @@ class InterlockEngine:
                 if r.state is not RuleState.NORMAL
                 and any(a.output == action.output for a in r.config.actions)
             ]
-            # Two tripped rules on one output: the safer (higher) value wins.
-            value = max(
+            # Two tripped rules on one output: the safer value wins.
+            values = [
                 a.value for r in holders for a in r.config.actions if a.output == action.output
-            )
+            ]
+            value = min(values) if action.output.endswith(_LOWER_IS_SAFER) else max(values)
             claim = Claim(Owner.INTERLOCK, value, ", ".join(r.config.id for r in holders))
             self._arbiter.claim_in_background(action.output, claim, why)
 

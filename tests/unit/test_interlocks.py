@@ -173,3 +173,32 @@ async def test_an_unreadable_state_file_latches_every_rule(tmp_path: Path) -> No
     assert {r["state"] for r in engine.snapshot().values()} == {"latched"}  # type: ignore[index]
     assert arbiter.outputs[FANS].winner() is not None
     assert any(e.type == "interlock_state_unreadable" for e in events.recent)
+
+
+async def test_two_rules_on_one_output_hold_the_safer_value(tmp_path: Path) -> None:
+    store, events, outputs = PointStore(), EventBus("boot"), Outputs()
+    store.add_device("r1s01", "bmc")
+    clock = lambda: asyncio.get_running_loop().time()  # noqa: E731
+    arbiter = OutputArbiter(events, clock)
+    limit = "r1s01.power_limit_w"
+    arbiter.add_output(limit, "r1s01", outputs.writer(limit), outputs.submit, None)
+    rules = [
+        InterlockConfig(
+            id=f"hot-{n}",
+            device="r1s01",
+            point=f"gpu{n}_temp_c",
+            trip_when="above",
+            limit=87.0,
+            actions=[InterlockAction(output=limit, value=watts)],
+        )
+        for n, watts in ((1, 6000.0), (2, 4000.0))
+    ]
+    engine = InterlockEngine(
+        rules, {"r1s01": "bmc"}, store, arbiter, events, tmp_path / "s.json", clock
+    )
+    engine.restore()
+    for _ in range(2):
+        _read(store, "r1s01", "gpu1_temp_c", 90.0)
+        _read(store, "r1s01", "gpu2_temp_c", 90.0)
+    winner = arbiter.outputs[limit].winner()
+    assert winner is not None and winner.value == 4000.0  # the lower power limit
