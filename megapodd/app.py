@@ -73,9 +73,14 @@ class Daemon:
         self.arbiter = OutputArbiter(self.events, _loop_clock)
         register_outputs(self.arbiter, self.devices)
         kinds = {d.id: kind for kind in ("cdu", "pdu", "bmc") for d in getattr(config, kind)}
+        slowest = {
+            s.device_id: max(g.period_s for g in s.driver.poll_groups())
+            for s in self.devices.supervisors
+        }
         self.interlocks = InterlockEngine(
             config.interlock,
             kinds,
+            slowest,
             self.store,
             self.arbiter,
             self.events,

@@ -218,10 +218,11 @@ class BmcConfig(_Section):
         return port
 
 
-# Outputs an interlock may drive, per device kind (see megapodd/devices.py).
-INTERLOCK_OUTPUTS: dict[str, tuple[str, ...]] = {
-    "cdu": ("pump_speed_pct", "facility_valve_pct"),
-    "bmc": ("fan_duty_pct", "power_limit_w"),
+# Outputs an interlock may drive, per device kind (see megapodd/devices.py),
+# with the values the device (or the daemon's floor) accepts.
+INTERLOCK_OUTPUTS: dict[str, dict[str, tuple[float, float]]] = {
+    "cdu": {"pump_speed_pct": (20.0, 100.0), "facility_valve_pct": (0.0, 100.0)},
+    "bmc": {"fan_duty_pct": (20.0, 100.0), "power_limit_w": (100.0, 30000.0)},
 }
 
 
@@ -241,7 +242,8 @@ class InterlockConfig(_Section):
     clear_margin: float = Field(default=0.0, ge=0.0)
     # With no good reading for stale_after_s: trip (the default, invariant 2) or hold.
     on_stale: Literal["trip", "hold"] = "trip"
-    stale_after_s: float = Field(default=5.0, gt=0.0, le=3600.0)
+    # Default: three of the device's slowest poll periods, at least 5 s.
+    stale_after_s: float | None = Field(default=None, gt=0.0, le=3600.0)
     # Consecutive good readings that must show the condition before it trips.
     # BMC points always need at least 2 (invariant 8: Terminal Mode has no checksum).
     confirm_reads: int = Field(default=1, ge=1, le=10)
@@ -324,7 +326,15 @@ def _interlock_refs(data: dict[str, object]) -> list[str]:
             if not isinstance(output, str):
                 continue
             target, _, name = output.partition(".")
-            allowed = INTERLOCK_OUTPUTS.get(kinds.get(target, ""), ())
+            allowed = INTERLOCK_OUTPUTS.get(kinds.get(target, ""), {})
+            value = action.get("value") if isinstance(action, dict) else None
+            if name in allowed and isinstance(value, int | float):
+                low, high = allowed[name]
+                if not low <= value <= high:
+                    problems.append(
+                        f"interlock.{index}.actions.{number}.value: {value} is outside "
+                        f"{low:g}–{high:g} for {name}"
+                    )
             if name not in allowed:
                 known = ", ".join(
                     f"{d}.{o}"

@@ -12,6 +12,7 @@ rules are saved atomically and restored before any output is written.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import time
 from collections.abc import Callable, Sequence
@@ -32,6 +33,9 @@ log = structlog.get_logger("megapodd.safety")
 # More cooling is safer for pumps, valves and fans; less power for a power limit.
 _LOWER_IS_SAFER = (".power_limit_w",)
 
+# Without a configured stale_after_s, at least this long without a good reading.
+DEFAULT_STALE_AFTER_S = 5.0
+
 # Terminal Mode carries no checksum: two reads must agree (invariant 8).
 BMC_MIN_CONFIRM_READS = 2
 
@@ -50,6 +54,7 @@ class ResetRefused(Exception):
 class _Rule:
     config: InterlockConfig
     confirm_reads: int
+    stale_after_s: float
     state: RuleState = RuleState.NORMAL
     since_ts: float = 0.0
     last_trip_ts: float | None = None
@@ -68,6 +73,10 @@ class _Rule:
             "point": c.point,
             "trip_when": c.trip_when,
             "limit": c.limit,
+            "clear_margin": c.clear_margin,
+            "on_stale": c.on_stale,
+            "stale_after_s": self.stale_after_s,
+            "confirm_reads": self.confirm_reads,
             "actions": [{"output": a.output, "value": a.value} for a in c.actions],
         }
 
@@ -77,6 +86,7 @@ class InterlockEngine:
         self,
         rules: Sequence[InterlockConfig],
         device_kinds: dict[str, str],
+        slowest_poll_s: dict[str, float],
         store: PointStore,
         arbiter: OutputArbiter,
         events: EventBus,
@@ -96,7 +106,12 @@ class InterlockEngine:
             confirm = config.confirm_reads
             if device_kinds.get(config.device) == "bmc":
                 confirm = max(confirm, BMC_MIN_CONFIRM_READS)
-            rule = _Rule(config, confirm)
+            # By default, three of the device's slowest polls: a point read in
+            # the slow group must not look stale between two normal reads.
+            stale_after = config.stale_after_s or max(
+                DEFAULT_STALE_AFTER_S, 3 * slowest_poll_s.get(config.device, 0.0)
+            )
+            rule = _Rule(config, confirm, stale_after)
             self._rules[config.id] = rule
             self._by_point.setdefault((config.device, config.point), []).append(rule)
         self._started_s: float | None = None
@@ -115,6 +130,9 @@ class InterlockEngine:
         try:
             saved = load_state(self._state_path)
         except (OSError, ValueError) as exc:
+            # Keep the bad file for whoever investigates; it is replaced below.
+            with contextlib.suppress(OSError):
+                self._state_path.rename(self._state_path.with_name(self._state_path.name + ".bad"))
             # Safety state is not guessed: every rule latches until reset.
             message = f"interlock state unreadable ({exc}); every interlock latched"
             log.exception("interlock_state_unreadable", path=str(self._state_path))
@@ -166,7 +184,7 @@ class InterlockEngine:
             # Nothing was read yet: count from start, not from the beginning of time.
             silent_s = now - max(last_good, self._started_s)
             good_now = point is not None and point.quality is Quality.GOOD
-            if good_now or silent_s < c.stale_after_s or c.on_stale == "hold":
+            if good_now or silent_s < rule.stale_after_s or c.on_stale == "hold":
                 continue
             if rule.state is not RuleState.TRIPPED:
                 self._trip(rule, f"no good reading of {c.device}.{c.point} for {silent_s:.1f} s")
@@ -181,6 +199,7 @@ class InterlockEngine:
             else:
                 rule.agreeing = 0
         elif rule.state is RuleState.TRIPPED:
+            rule.agreeing = 0
             if _cleared(c, value):
                 self._set(rule, RuleState.LATCHED, f"cleared: {c.device}.{c.point} = {value}")
                 self._events.emit(
@@ -191,7 +210,11 @@ class InterlockEngine:
                     {"rule": c.id, "value": value},
                 )
         elif _tripping(c, value):  # latched, and the condition is back
-            self._trip(rule, f"{c.device}.{c.point} = {value} again ({_condition(c)})")
+            rule.agreeing += 1
+            if rule.agreeing >= rule.confirm_reads:
+                self._trip(rule, f"{c.device}.{c.point} = {value} again ({_condition(c)})")
+        else:
+            rule.agreeing = 0
 
     def _trip(self, rule: _Rule, reason: str) -> None:
         c = rule.config

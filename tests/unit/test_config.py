@@ -178,3 +178,37 @@ def test_a_config_that_is_not_utf8_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     assert caught.value.problems == ["not UTF-8 text (byte 12)"]
+
+
+def test_interlocks_name_real_devices_outputs_and_values(tmp_path: Path) -> None:
+    text = (
+        GOOD
+        + """
+[[interlock]]
+id = "hot"
+device = "cdu1"
+point = "supply_temp_c"
+trip_when = "above"
+limit = 45.0
+actions = [
+    {output = "cdu1.pump_speed_pct", value = 10},
+    {output = "cdu1.valve", value = 100},
+    {output = "pdu-r1a.outlet", value = 1},
+]
+[[interlock]]
+id = "hot"
+device = "nope"
+point = "x"
+trip_when = "true"
+"""
+    )
+    problems = _problems(tmp_path, text)
+    assert "interlock.0.actions.0.value: 10 is outside 20–100 for pump_speed_pct" in problems
+    assert any(
+        p.startswith("interlock.0.actions.1.output: no output 'cdu1.valve'") for p in problems
+    )
+    assert any(
+        p.startswith("interlock.0.actions.2.output: no output 'pdu-r1a.outlet'") for p in problems
+    )
+    assert "interlock.1.id: duplicate interlock id 'hot'" in problems
+    assert "interlock.1.device: no device 'nope'" in problems

@@ -78,9 +78,8 @@ def _setup(
     arbiter = OutputArbiter(events, clock)
     for name in (PUMP, FANS):
         arbiter.add_output(name, name.split(".")[0], outputs.writer(name), outputs.submit, None)
-    engine = InterlockEngine(
-        _rules(), {"cdu1": "cdu", "r1s01": "bmc"}, store, arbiter, events, state_path, clock
-    )
+    kinds = {"cdu1": "cdu", "r1s01": "bmc"}
+    engine = InterlockEngine(_rules(), kinds, {}, store, arbiter, events, state_path, clock)
     return store, arbiter, engine, outputs, events
 
 
@@ -124,6 +123,10 @@ async def test_bmc_readings_must_agree_twice_and_clear_with_hysteresis(tmp_path:
     assert engine.snapshot()["gpu-hot"]["state"] == "tripped"  # type: ignore[index]
     _read(store, "r1s01", "gpu1_temp_c", 81.0)
     assert engine.snapshot()["gpu-hot"]["state"] == "latched"  # type: ignore[index]
+    _read(store, "r1s01", "gpu1_temp_c", 99.0)  # latched: one read does not re-trip either
+    assert engine.snapshot()["gpu-hot"]["state"] == "latched"  # type: ignore[index]
+    _read(store, "r1s01", "gpu1_temp_c", 99.0)
+    assert engine.snapshot()["gpu-hot"]["state"] == "tripped"  # type: ignore[index]
     await outputs.run()
     assert outputs.written[FANS] == [100.0]
 
@@ -173,6 +176,7 @@ async def test_an_unreadable_state_file_latches_every_rule(tmp_path: Path) -> No
     assert {r["state"] for r in engine.snapshot().values()} == {"latched"}  # type: ignore[index]
     assert arbiter.outputs[FANS].winner() is not None
     assert any(e.type == "interlock_state_unreadable" for e in events.recent)
+    assert (tmp_path / "interlocks.json.bad").read_text() == "{not json"  # kept to look at
 
 
 async def test_two_rules_on_one_output_hold_the_safer_value(tmp_path: Path) -> None:
@@ -194,7 +198,7 @@ async def test_two_rules_on_one_output_hold_the_safer_value(tmp_path: Path) -> N
         for n, watts in ((1, 6000.0), (2, 4000.0))
     ]
     engine = InterlockEngine(
-        rules, {"r1s01": "bmc"}, store, arbiter, events, tmp_path / "s.json", clock
+        rules, {"r1s01": "bmc"}, {}, store, arbiter, events, tmp_path / "s.json", clock
     )
     engine.restore()
     for _ in range(2):
