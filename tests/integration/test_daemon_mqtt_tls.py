@@ -94,12 +94,12 @@ def tls_broker(tmp_path: Path) -> Iterator[tuple[MosquittoBroker, Path]]:
         proc.wait(timeout=10)
 
 
-async def test_publishes_over_tls_with_client_certificate_and_password(
-    tmp_path: Path, tls_broker: tuple[MosquittoBroker, Path]
-) -> None:
-    broker, pki = tls_broker
-    (pki / "password").write_text("s3cret\n")
-    config = write_config(tmp_path, broker, "pod-tls")
+def _tls_config(
+    tmp_path: Path, broker: MosquittoBroker, pki: Path, pod_id: str, password: str
+) -> Path:
+    """A daemon config for the TLS broker: CA, client certificate, user, password."""
+    (pki / "password").write_text(f"{password}\n")
+    config = write_config(tmp_path, broker, pod_id)
     text = config.read_text().replace(
         f'url = "{broker.url}"',
         f'url = "mqtts://127.0.0.1:{broker.port}"\nusername = "megapodd"\n'
@@ -107,6 +107,14 @@ async def test_publishes_over_tls_with_client_certificate_and_password(
         f'cert_file = "{pki / "client.pem"}"\nkey_file = "{pki / "client.key"}"',
     )
     config.write_text(text)
+    return config
+
+
+async def test_publishes_over_tls_with_client_certificate_and_password(
+    tmp_path: Path, tls_broker: tuple[MosquittoBroker, Path]
+) -> None:
+    broker, pki = tls_broker
+    config = _tls_config(tmp_path, broker, pki, "pod-tls", password="s3cret")
     context = ssl.create_default_context(cafile=str(pki / "ca.pem"))
     context.load_cert_chain(str(pki / "client.pem"), str(pki / "client.key"))
     async with running_daemon(config) as daemon:
@@ -130,15 +138,7 @@ async def test_a_wrong_password_keeps_retrying_and_the_daemon_runs_on(
     tmp_path: Path, tls_broker: tuple[MosquittoBroker, Path]
 ) -> None:
     broker, pki = tls_broker
-    (pki / "password").write_text("wrong\n")
-    config = write_config(tmp_path, broker, "pod-tls-bad")
-    text = config.read_text().replace(
-        f'url = "{broker.url}"',
-        f'url = "mqtts://127.0.0.1:{broker.port}"\nusername = "megapodd"\n'
-        f'password_file = "{pki / "password"}"\nca_file = "{pki / "ca.pem"}"\n'
-        f'cert_file = "{pki / "client.pem"}"\nkey_file = "{pki / "client.key"}"',
-    )
-    config.write_text(text)
+    config = _tls_config(tmp_path, broker, pki, "pod-tls-bad", password="wrong")
     async with running_daemon(config) as daemon:
         await wait_until(lambda: daemon.publisher.connect_failures >= 2, timeout_s=10)
         assert not daemon.publisher.connected
