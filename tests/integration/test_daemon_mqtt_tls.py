@@ -114,7 +114,7 @@ async def test_publishes_over_tls_with_client_certificate_and_password(
     tmp_path: Path, tls_broker: tuple[MosquittoBroker, Path]
 ) -> None:
     broker, pki = tls_broker
-    config = _tls_config(tmp_path, broker, pki, "pod-tls", password="s3cret")
+    config = _tls_config(tmp_path, broker, pki, "pod-tls", "s3cret")
     context = ssl.create_default_context(cafile=str(pki / "ca.pem"))
     context.load_cert_chain(str(pki / "client.pem"), str(pki / "client.key"))
     async with running_daemon(config) as daemon:
@@ -138,7 +138,7 @@ async def test_a_wrong_password_keeps_retrying_and_the_daemon_runs_on(
     tmp_path: Path, tls_broker: tuple[MosquittoBroker, Path]
 ) -> None:
     broker, pki = tls_broker
-    config = _tls_config(tmp_path, broker, pki, "pod-tls-bad", password="wrong")
+    config = _tls_config(tmp_path, broker, pki, "pod-tls-bad", "wrong")
     async with running_daemon(config) as daemon:
         await wait_until(lambda: daemon.publisher.connect_failures >= 2, timeout_s=10)
         assert not daemon.publisher.connected
