@@ -20,6 +20,7 @@ from megapodd.control.arbiter import OutputArbiter
 from megapodd.control_tick import ControlTick, HeartbeatDue
 from megapodd.devices import build_devices, register_outputs
 from megapodd.events import EventBus, Severity
+from megapodd.mqtt.commands import MqttCommands
 from megapodd.mqtt.publisher import MqttPublisher
 from megapodd.point_events import PointEvents
 from megapodd.safety.engine import InterlockEngine
@@ -119,6 +120,10 @@ class Daemon:
             admin_group=config.api.admin_group,
             on_refused=self.commands.refused,
         )
+        if config.mqtt.commands:
+            self.publisher.accept_commands(
+                MqttCommands(self.commands.commands(), self.commands.refused)
+            )
         self._stop = asyncio.Event()
 
     def request_stop(self) -> None:

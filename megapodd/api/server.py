@@ -56,9 +56,10 @@ class Caller:
     uid: int
     pid: int
     role: Role
+    via: str = "socket"  # or "mqtt": a fleet command through the broker
 
     def as_json(self) -> dict[str, object]:
-        return {"uid": self.uid, "pid": self.pid, "role": self.role.name.lower()}
+        return {"uid": self.uid, "pid": self.pid, "role": self.role.name.lower(), "via": self.via}
 
 
 Handler = Callable[[Mapping[str, object], Caller], Awaitable[object]]
@@ -185,9 +186,7 @@ class ApiServer:
 
     async def _handle(self, line: bytes, caller: Caller) -> dict[str, object]:
         try:
-            request = json.loads(line, parse_constant=_refuse_constant, parse_float=_finite_float)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            return {"ok": False, "error": f"request is not JSON: {exc}"}
+            request = loads_strict(line)
         except ValueError as exc:
             return {"ok": False, "error": str(exc)}
         if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
@@ -195,25 +194,41 @@ class ApiServer:
         args = request.get("args", {})
         if not isinstance(args, dict):
             return {"ok": False, "error": '"args" must be an object'}
-        name = request["cmd"]
-        command = self._commands.get(name)
-        if command is None:
-            return {
-                "ok": False,
-                "error": f"unknown command {name!r}; known: {sorted(self._commands)}",
-            }
-        if caller.role < command.role:
-            error = f"{name!r} needs the {command.role.name.lower()} role"
-            if command.role is Role.ADMIN and self._on_refused is not None:
-                self._on_refused(name, args, caller, error)
-            return {"ok": False, "error": error}
-        try:
-            result = await command.handler(args, caller)
-        except ApiError as exc:
-            if command.role is Role.ADMIN and not exc.audited and self._on_refused is not None:
-                self._on_refused(name, args, caller, str(exc))
-            return {"ok": False, "error": str(exc)}
-        except Exception as exc:  # the daemon must outlive a bad request
-            log.exception("api_command_failed", cmd=name)
-            return {"ok": False, "error": f"{name} failed: {type(exc).__name__}: {exc}"}
-        return {"ok": True, "result": result}
+        return await run_command(self._commands, self._on_refused, request["cmd"], args, caller)
+
+
+def loads_strict(data: bytes) -> object:
+    """JSON as a request may carry it: no NaN, no Infinity, no overflowing number.
+    Raises ValueError with a message that names the problem."""
+    try:
+        return json.loads(data, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"request is not JSON: {exc}") from None
+
+
+async def run_command(
+    commands: Mapping[str, Command],
+    on_refused: RefusalAudit | None,
+    name: str,
+    args: Mapping[str, object],
+    caller: Caller,
+) -> dict[str, object]:
+    """Check the caller's role, run the command, and audit refusals of acting ones."""
+    command = commands.get(name)
+    if command is None:
+        return {"ok": False, "error": f"unknown command {name!r}; known: {sorted(commands)}"}
+    if caller.role < command.role:
+        error = f"{name!r} needs the {command.role.name.lower()} role"
+        if command.role is Role.ADMIN and on_refused is not None:
+            on_refused(name, args, caller, error)
+        return {"ok": False, "error": error}
+    try:
+        result = await command.handler(args, caller)
+    except ApiError as exc:
+        if command.role is Role.ADMIN and not exc.audited and on_refused is not None:
+            on_refused(name, args, caller, str(exc))
+        return {"ok": False, "error": str(exc)}
+    except Exception as exc:  # the daemon must outlive a bad request
+        log.exception("api_command_failed", cmd=name)
+        return {"ok": False, "error": f"{name} failed: {type(exc).__name__}: {exc}"}
+    return {"ok": True, "result": result}

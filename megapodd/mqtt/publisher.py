@@ -18,10 +18,13 @@ from pathlib import Path
 
 import aiomqtt
 import structlog
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from megapodd.backoff import Backoff
 from megapodd.config import MqttConfig
 from megapodd.events import Event
+from megapodd.mqtt.commands import MqttCommands
 from megapodd.mqtt.deadband import changed_beyond_deadband
 from megapodd.mqtt.outbox import EventOutbox
 from megapodd.store import PointStore
@@ -61,6 +64,7 @@ class MqttPublisher:
         self._outbox = EventOutbox(state_dir / "events-outbox.jsonl", config.queue_max_events)
         self._dirty: set[str] = set()
         self._retained: dict[str, Callable[[], object]] = {}
+        self._commands: MqttCommands | None = None
         self._dirty_topics: set[str] = set()
         self._published: dict[str, _Published] = {}
         self._wake = asyncio.Event()
@@ -75,6 +79,10 @@ class MqttPublisher:
     def _on_change(self, device_id: str, _names: frozenset[str]) -> None:
         self._dirty.add(device_id)
         self._wake.set()
+
+    def accept_commands(self, commands: MqttCommands) -> None:
+        """Subscribe to cmd/+ and run what arrives (only if the config enables it)."""
+        self._commands = commands
 
     def add_retained_topic(self, suffix: str, snapshot: Callable[[], object]) -> None:
         """A retained topic (e.g. `interlocks`) published on connect and on change."""
@@ -122,7 +130,7 @@ class MqttPublisher:
                     self._dirty_topics.update(self._retained)
                     self._published.clear()  # a fresh session gets full state
                     try:
-                        await self._publish_loop(client)
+                        await self._serve(client)
                     except asyncio.CancelledError:
                         # Cancelled without stop(): the daemon is failing. Leaving
                         # with a clean DISCONNECT would make the broker discard the
@@ -218,6 +226,47 @@ class MqttPublisher:
             except TimeoutError:
                 pass
         await self._drain_events(client)
+
+    async def _serve(self, client: aiomqtt.Client) -> None:
+        """Publish; and, with commands enabled, answer them in a task of this
+        connection's own (a command that waits on a device must not hold up
+        publishing)."""
+        if self._commands is None:
+            await self._publish_loop(client)
+            return
+        await client.subscribe(self.topic("cmd/+"), qos=1)
+        try:
+            async with asyncio.TaskGroup() as group:
+                commands = group.create_task(
+                    self._command_loop(client, self._commands), name="mqtt-commands"
+                )
+                await self._publish_loop(client)
+                commands.cancel()
+        except* aiomqtt.MqttError as lost:
+            # A dropped connection, as without commands: the caller reconnects.
+            raise lost.exceptions[0] from None
+
+    async def _command_loop(self, client: aiomqtt.Client, commands: MqttCommands) -> None:
+        prefix = self.topic("cmd/")
+        try:
+            async for message in client.messages:
+                topic = str(message.topic)
+                if not topic.startswith(prefix) or not isinstance(message.payload, bytes):
+                    continue
+                props = message.properties
+                response_topic = getattr(props, "ResponseTopic", None)
+                correlation = getattr(props, "CorrelationData", None)
+                reply = await commands.handle(
+                    topic.removeprefix(prefix), message.payload, response_topic, correlation
+                )
+                if reply is not None:
+                    properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]  # paho is untyped here
+                    if reply.correlation is not None:
+                        properties.CorrelationData = reply.correlation
+                    await client.publish(reply.topic, reply.payload, qos=1, properties=properties)
+        except aiomqtt.MqttError as exc:
+            # The connection went; the publish loop notices and reconnects.
+            log.info("mqtt_commands_stopped", error=str(exc))
 
     async def _publish_retained_topics(self, client: aiomqtt.Client) -> None:
         while self._dirty_topics:
