@@ -122,7 +122,9 @@ class Daemon:
         )
         if config.mqtt.commands:
             self.publisher.accept_commands(
-                MqttCommands(self.commands.commands(), self.commands.refused)
+                MqttCommands(
+                    self.commands.commands(), self.commands.refused, config.mqtt.topic_prefix
+                )
             )
         self._stop = asyncio.Event()
 

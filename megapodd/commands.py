@@ -209,7 +209,7 @@ class CommandService:
         value = arg_number(args, "value", -1e9, 1e9)
         duration_s = arg_number(args, "duration_s", 1.0, MAX_OVERRIDE_S)
         output = self._arbiter.outputs[name]
-        claim = Claim(Owner.OVERRIDE, value, f"uid {caller.uid}", self._clock() + duration_s)
+        claim = Claim(Owner.OVERRIDE, value, caller.who, self._clock() + duration_s)
 
         async def apply() -> dict[str, Any]:
             winner = await self._arbiter.claim(name, claim)
@@ -225,7 +225,7 @@ class CommandService:
         async def apply() -> dict[str, Any]:
             if Owner.OVERRIDE not in output.claims:
                 raise ApiError(f"{name} has no override")
-            winner = self._arbiter.release(name, Owner.OVERRIDE, f"released by uid {caller.uid}")
+            winner = self._arbiter.release(name, Owner.OVERRIDE, f"released by {caller.who}")
             return {"output": name, "owner": winner.owner.name.lower() if winner else None}
 
         return await self.audited("release", output.device_id, args, caller, apply)
@@ -238,7 +238,7 @@ class CommandService:
 
         async def apply() -> dict[str, Any]:
             try:
-                self._interlocks.reset(rule_id, f"uid {caller.uid}")
+                self._interlocks.reset(rule_id, caller.who)
             except ResetRefused as exc:
                 raise ApiError(str(exc)) from None
             return {"interlock": rule_id, "state": "normal"}

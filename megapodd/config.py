@@ -16,6 +16,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     StringConstraints,
     ValidationError,
     field_validator,
@@ -69,7 +70,7 @@ class MqttConfig(_Section):
     keepalive_s: int = Field(default=30, ge=5, le=3600)
     snapshot_s: float = Field(default=30.0, gt=0, le=3600)
     # Accept fleet commands on <prefix>/<pod>/cmd/<verb> (off unless enabled).
-    commands: bool = False
+    commands: StrictBool = False
     # Events are journalled in the state dir; this many are read back into
     # memory at a time while they wait for the broker.
     queue_max_events: int = Field(default=10_000, ge=100)

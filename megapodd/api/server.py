@@ -61,6 +61,11 @@ class Caller:
     def as_json(self) -> dict[str, object]:
         return {"uid": self.uid, "pid": self.pid, "role": self.role.name.lower(), "via": self.via}
 
+    @property
+    def who(self) -> str:
+        """How claims and releases name their author: "uid 1001" or "mqtt"."""
+        return f"uid {self.uid}" if self.via == "socket" else self.via
+
 
 Handler = Callable[[Mapping[str, object], Caller], Awaitable[object]]
 # Told of every acting request refused before its handler ran (for the audit trail).

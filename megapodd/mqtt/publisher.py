@@ -257,7 +257,11 @@ class MqttPublisher:
                 response_topic = getattr(props, "ResponseTopic", None)
                 correlation = getattr(props, "CorrelationData", None)
                 reply = await commands.handle(
-                    topic.removeprefix(prefix), message.payload, response_topic, correlation
+                    topic.removeprefix(prefix),
+                    message.payload,
+                    response_topic,
+                    correlation,
+                    retained=message.retain,
                 )
                 if reply is not None:
                     properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]  # paho is untyped here

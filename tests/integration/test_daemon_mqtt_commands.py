@@ -49,10 +49,15 @@ def _config(tmp_path: Path, broker: MosquittoBroker, pod: str, port: int, enable
 
 
 async def _ask(
-    broker: MosquittoBroker, pod: str, verb: str, args: object, timeout_s: float = 15.0
+    broker: MosquittoBroker,
+    pod: str,
+    verb: str,
+    args: object,
+    timeout_s: float = 15.0,
+    reply_topic: str | None = None,
 ) -> dict[str, Any]:
     """Publish a command as a fleet client would and wait for its reply."""
-    reply_topic = f"fleet/replies/{pod}"
+    reply_topic = reply_topic or f"fleet/replies/{pod}"
     async with aiomqtt.Client(
         broker.host, broker.port, protocol=aiomqtt.ProtocolVersion.V5
     ) as client:
@@ -106,6 +111,42 @@ async def test_an_outlet_command_over_mqtt_is_run_answered_and_audited(
             "outlet": 99,
             "action": "on",
         }
+        refusals = [e.data["error"] for e in daemon.events.recent if e.type == "command_rejected"]
+        assert any("'reset' is not a command over MQTT" in str(r) for r in refusals)
+        assert any("request is not JSON" in str(r) for r in refusals)
+
+        # Replies never go under the pods' own topics.
+        with pytest.raises(TimeoutError):
+            await _ask(
+                mosquitto,
+                "pod-cmd-on",
+                "outlet",
+                {"pdu": "pdu-r1a", "outlet": 7, "action": "off"},
+                timeout_s=2.0,
+                reply_topic="megapod/v1/other-pod/cmd/outlet",
+            )
+        assert farm["pdu-r1a"].model.outlet_is_on(7)
+
+
+async def test_a_retained_command_is_not_replayed_at_connect(
+    tmp_path: Path, mosquitto: MosquittoBroker, farm: PduFarm
+) -> None:
+    topic = "megapod/v1/pod-cmd-ret/cmd/outlet"
+    async with aiomqtt.Client(mosquitto.host, mosquitto.port) as client:
+        command = {"pdu": "pdu-r1a", "outlet": 6, "action": "off"}
+        await client.publish(topic, json.dumps(command), qos=1, retain=True)
+    config = _config(tmp_path, mosquitto, "pod-cmd-ret", farm["pdu-r1a"].port, enabled=True)
+    try:
+        async with running_daemon(config) as daemon:
+            # The broker replays it at subscribe time, flagged retained: refused.
+            await wait_until(
+                lambda: any("retained" in str(e.data.get("error")) for e in daemon.events.recent),
+                timeout_s=10,
+            )
+            assert farm["pdu-r1a"].model.outlet_is_on(6)
+    finally:
+        async with aiomqtt.Client(mosquitto.host, mosquitto.port) as client:
+            await client.publish(topic, b"", qos=1, retain=True)
 
 
 async def test_commands_are_off_unless_enabled(
