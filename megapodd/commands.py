@@ -12,7 +12,7 @@ from drivers.errors import DeviceError, DriverError, TransportError, ValueReject
 from drivers.ipmi.commands import ChassisAction
 from drivers.snmp_pdu import OutletAction
 from megapodd.api.server import ApiError, Caller, Command, Role
-from megapodd.config import Config
+from megapodd.config import INTERLOCK_OUTPUTS, Config
 from megapodd.control.arbiter import MAX_OVERRIDE_S, Claim, OutputArbiter, Owner
 from megapodd.devices import Devices
 from megapodd.events import EventBus, Severity
@@ -53,6 +53,17 @@ SERVER_ACTIONS: dict[str, ChassisAction] = {
     "reset": ChassisAction.HARD_RESET,
     "soft": ChassisAction.SOFT_SHUTDOWN,
 }
+
+
+def _check_output_range(name: str, value: float) -> None:
+    """The values an output accepts (the same table the interlock config uses)."""
+    _, _, output = name.partition(".")
+    for ranges in INTERLOCK_OUTPUTS.values():
+        if output in ranges:
+            low, high = ranges[output]
+            if not low <= value <= high:
+                raise ValueRejected(f"{name} {value:g} is outside {low:g}–{high:g}")
+            return
 
 
 class CommandService:
@@ -212,6 +223,12 @@ class CommandService:
         claim = Claim(Owner.OVERRIDE, value, caller.who, self._clock() + duration_s)
 
         async def apply() -> dict[str, Any]:
+            # An override held behind an interlock reaches no driver now (whose
+            # own check refuses a bad value before the wire): check it here, or
+            # it would fail for hours once the trip resets.
+            holder = output.winner()
+            if holder is not None and holder.owner > Owner.OVERRIDE:
+                _check_output_range(name, value)
             winner = await self._arbiter.claim(name, claim)
             held_by = None if winner is None or winner is claim else winner.owner.name.lower()
             return {"output": name, "value": value, "duration_s": duration_s, "held_by": held_by}

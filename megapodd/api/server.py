@@ -205,10 +205,14 @@ class ApiServer:
 def loads_strict(data: bytes) -> object:
     """JSON as a request may carry it: no NaN, no Infinity, no overflowing number.
     Raises ValueError with a message that names the problem."""
+    if len(data) > MAX_REQUEST_BYTES:
+        raise ValueError(f"request is {len(data)} bytes; at most {MAX_REQUEST_BYTES}")
     try:
         return json.loads(data, parse_constant=_refuse_constant, parse_float=_finite_float)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"request is not JSON: {exc}") from None
+    except RecursionError:
+        raise ValueError("request is not JSON the daemon accepts: nested too deeply") from None
 
 
 async def run_command(

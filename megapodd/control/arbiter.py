@@ -12,7 +12,7 @@ import enum
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from drivers.errors import DriverError
+from drivers.errors import ValueRejected
 from megapodd.backoff import Backoff
 from megapodd.events import EventBus, Severity
 
@@ -106,13 +106,26 @@ class OutputArbiter:
             return after  # held by a higher owner; takes effect when that releases
         try:
             await output.writer(claim.value)
-        except DriverError:
-            # Nothing changed on the device, so the claim did not take.
-            if replaced is None:
-                del output.claims[claim.owner]
-            else:
-                output.claims[claim.owner] = replaced
+        except BaseException as exc:
+            # The claim did not take.
+            if output.claims.get(claim.owner) is claim:  # not replaced meanwhile
+                if replaced is None:
+                    del output.claims[claim.owner]
+                else:
+                    output.claims[claim.owner] = replaced
+            if not isinstance(exc, ValueRejected):
+                # Something may have reached the device: a write in several
+                # steps (pump speed, then mode) can half happen. Bring the
+                # device back to whoever wins now.
+                output.written = None
+                self._sync_in_background(output)
             raise
+        if output.winner() is not claim:
+            # Someone else (an interlock trip, an expiry) won while we wrote:
+            # the device must follow them, not us.
+            output.written = None
+            self._sync_in_background(output)
+            return output.winner()
         output.written = claim.value
         output.handed_back = False
         output.retry_at_s = None

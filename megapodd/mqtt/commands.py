@@ -24,6 +24,11 @@ MQTT_VERBS = frozenset({"outlet", "server", "override", "release"})
 MQTT_CALLER = Caller(uid=-1, pid=0, role=Role.ADMIN, via="mqtt")
 
 
+def _valid_reply_topic(topic: str) -> bool:
+    """A topic a reply can be published to: no wildcards, no NUL, not too long."""
+    return not any(c in topic for c in "+#\0") and 0 < len(topic.encode()) <= 65535
+
+
 @dataclass(frozen=True, slots=True)
 class Reply:
     topic: str
@@ -54,6 +59,11 @@ class MqttCommands:
         """Run one command; the reply, or None when the sender asked for none."""
         if retained:
             self._refuse(verb, "a retained message is not a command (it would rerun)")
+            return None
+        if response_topic and not _valid_reply_topic(response_topic):
+            self._refuse(
+                verb, f"response topic {response_topic[:80]!r} is not a topic to publish to"
+            )
             return None
         if response_topic and response_topic.startswith(self._protected_prefix):
             self._refuse(

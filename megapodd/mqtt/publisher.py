@@ -256,18 +256,25 @@ class MqttPublisher:
                 props = message.properties
                 response_topic = getattr(props, "ResponseTopic", None)
                 correlation = getattr(props, "CorrelationData", None)
-                reply = await commands.handle(
-                    topic.removeprefix(prefix),
-                    message.payload,
-                    response_topic,
-                    correlation,
-                    retained=message.retain,
-                )
-                if reply is not None:
-                    properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]  # paho is untyped here
-                    if reply.correlation is not None:
-                        properties.CorrelationData = reply.correlation
-                    await client.publish(reply.topic, reply.payload, qos=1, properties=properties)
+                try:
+                    reply = await commands.handle(
+                        topic.removeprefix(prefix),
+                        message.payload,
+                        response_topic,
+                        correlation,
+                        retained=message.retain,
+                    )
+                    if reply is not None:
+                        properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]  # paho is untyped here
+                        if reply.correlation is not None:
+                            properties.CorrelationData = reply.correlation
+                        await client.publish(
+                            reply.topic, reply.payload, qos=1, properties=properties
+                        )
+                except aiomqtt.MqttError:
+                    raise
+                except Exception:  # one bad command must never stop publishing
+                    log.exception("mqtt_command_failed", topic=topic)
         except aiomqtt.MqttError as exc:
             # The connection went; the publish loop notices and reconnects.
             log.info("mqtt_commands_stopped", error=str(exc))

@@ -134,11 +134,12 @@ class InterlockEngine:
             with contextlib.suppress(OSError):
                 self._state_path.rename(self._state_path.with_name(self._state_path.name + ".bad"))
             # Safety state is not guessed: every rule latches until reset.
-            message = f"interlock state unreadable ({exc}); every interlock latched"
+            message = f"interlock state unreadable ({exc}); every interlock tripped"
             log.exception("interlock_state_unreadable", path=str(self._state_path))
             self._events.emit("interlock_state_unreadable", Severity.CRITICAL, "megapodd", message)
+            # Tripped, not latched: only a clear reading may latch it, then a reset.
             saved = {
-                rule_id: {"state": "latched", "reason": "state file unreadable"}
+                rule_id: {"state": "tripped", "reason": "state file unreadable"}
                 for rule_id in self._rules
             }
         for rule_id, entry in saved.items():
@@ -153,13 +154,13 @@ class InterlockEngine:
                 )
                 continue
             state = entry.get("state")
-            if state not in (RuleState.TRIPPED, RuleState.LATCHED):
+            if state == RuleState.NORMAL:
                 continue
-            rule.state = RuleState(str(state))
-            rule.since_ts = _number(entry.get("since"), self._wall_clock())
-            last = entry.get("last_trip")
-            rule.last_trip_ts = float(last) if isinstance(last, int | float) else None
-            rule.reason = str(entry.get("reason", "restored"))
+            # Anything but a clean latched entry is taken as tripped (fail safe).
+            rule.state = RuleState.LATCHED if state == RuleState.LATCHED else RuleState.TRIPPED
+            rule.since_ts = _number(entry.get("since"), None) or self._wall_clock()
+            rule.last_trip_ts = _number(entry.get("last_trip"), None)
+            rule.reason = str(entry.get("reason", "restored"))[:500]
             self._claim_outputs(rule, "restored at start")
         self._save()
 
@@ -169,7 +170,11 @@ class InterlockEngine:
         for name in names:
             for rule in self._by_point.get((device_id, name), ()):
                 point = self._store.get(device_id, name)
-                if point is not None and point.quality is Quality.GOOD:
+                if point is None or point.quality is not Quality.GOOD:
+                    rule.agreeing = 0  # agreeing reads must be consecutive good ones
+                elif not _fits(rule.config, point.value):
+                    self._wrong_type(rule, point.value)
+                else:
                     self._evaluate(rule, point.value)
 
     def check_inputs(self) -> None:
@@ -189,18 +194,25 @@ class InterlockEngine:
             if rule.state is not RuleState.TRIPPED:
                 self._trip(rule, f"no good reading of {c.device}.{c.point} for {silent_s:.1f} s")
 
+    def _wrong_type(self, rule: _Rule, value: PointValue) -> None:
+        """A reading the rule cannot judge is no reading: fail safe, loudly."""
+        c = rule.config
+        rule.agreeing = 0
+        if c.on_stale == "trip" and rule.state is not RuleState.TRIPPED:
+            kind = "a boolean" if c.trip_when == "true" else "a number"
+            self._trip(rule, f"{c.device}.{c.point} = {value!r} is not {kind}")
+
     def _evaluate(self, rule: _Rule, value: PointValue) -> None:
         c = rule.config
         if rule.state is RuleState.NORMAL:
-            if _tripping(c, value):
-                rule.agreeing += 1
-                if rule.agreeing >= rule.confirm_reads:
-                    self._trip(rule, f"{c.device}.{c.point} = {value} ({_condition(c)})")
-            else:
-                rule.agreeing = 0
+            self._count(rule, _tripping(c, value))
+            if rule.agreeing >= rule.confirm_reads:
+                self._trip(rule, f"{c.device}.{c.point} = {value} ({_condition(c)})")
         elif rule.state is RuleState.TRIPPED:
-            rule.agreeing = 0
-            if _cleared(c, value):
+            # Clearing needs as many agreeing reads as tripping does.
+            self._count(rule, _cleared(c, value))
+            if rule.agreeing >= rule.confirm_reads:
+                rule.agreeing = 0
                 self._set(rule, RuleState.LATCHED, f"cleared: {c.device}.{c.point} = {value}")
                 self._events.emit(
                     "interlock_cleared",
@@ -209,16 +221,19 @@ class InterlockEngine:
                     f"interlock {c.id} cleared ({c.point} = {value}); latched until reset",
                     {"rule": c.id, "value": value},
                 )
-        elif _tripping(c, value):  # latched, and the condition is back
-            rule.agreeing += 1
+        else:  # latched: the condition may come back
+            self._count(rule, _tripping(c, value))
             if rule.agreeing >= rule.confirm_reads:
                 self._trip(rule, f"{c.device}.{c.point} = {value} again ({_condition(c)})")
-        else:
-            rule.agreeing = 0
+
+    @staticmethod
+    def _count(rule: _Rule, agrees: bool) -> None:
+        rule.agreeing = rule.agreeing + 1 if agrees else 0
 
     def _trip(self, rule: _Rule, reason: str) -> None:
         c = rule.config
         first = rule.state is RuleState.NORMAL
+        rule.agreeing = 0
         rule.last_trip_ts = self._wall_clock()
         self._set(rule, RuleState.TRIPPED, reason)
         self._events.emit(
@@ -242,6 +257,16 @@ class InterlockEngine:
             raise ResetRefused(f"interlock {rule_id} is not tripped")
         if rule.state is RuleState.TRIPPED:
             raise ResetRefused(f"interlock {rule_id} is still tripped: {rule.reason}")
+        c = rule.config
+        point = self._store.get(c.device, c.point)
+        fresh = point is not None and self._clock() - point.mono_s < rule.stale_after_s
+        if point is None or point.quality is not Quality.GOOD or not fresh:
+            raise ResetRefused(
+                f"interlock {rule_id}: no current good reading of {c.device}.{c.point} "
+                "shows the cause is gone"
+            )
+        if not _fits(c, point.value) or not _cleared(c, point.value):
+            raise ResetRefused(f"interlock {rule_id}: {c.device}.{c.point} = {point.value!r} now")
         self._set(rule, RuleState.NORMAL, f"reset by {by}")
         rule.agreeing = 0
         for action in rule.config.actions:
@@ -324,8 +349,21 @@ class InterlockEngine:
             )
 
 
-def _number(value: object, default: float) -> float:
-    return float(value) if isinstance(value, int | float) else default
+def _number(value: object, default: float | None) -> float | None:
+    """A saved number, or the default for anything else (also one too large)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return default
+    try:
+        return float(value)
+    except OverflowError:
+        return default
+
+
+def _fits(c: InterlockConfig, value: PointValue) -> bool:
+    """Whether the rule can judge this value at all."""
+    if c.trip_when == "true":
+        return isinstance(value, bool)
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _condition(c: InterlockConfig) -> str:

@@ -72,6 +72,12 @@ async def test_hot_coolant_trips_drives_cooling_and_latches_until_reset(
                 {"device": "cdu1", "output": "pump_speed_pct", "value": 40, "duration_s": 60},
             )
             assert held["held_by"] == "interlock" and cdu.target_speed_pct() == 100.0
+            with pytest.raises(ApiClientError, match="outside 20–100"):
+                await call(
+                    sock,
+                    "override",
+                    {"device": "cdu1", "output": "pump_speed_pct", "value": 5, "duration_s": 60},
+                )
             await call(sock, "release", {"device": "cdu1", "output": "pump_speed_pct"})
 
             cdu.override_input(SUPPLY_TEMP_REGISTER, 4400)  # below the limit, not the margin

@@ -171,3 +171,29 @@ async def test_a_background_write_that_times_out_is_retried() -> None:
     arbiter.tick()
     await device.run_background()
     assert output.written == 50.0 and device.values[-1] == 50.0
+
+
+async def test_an_interlock_that_wins_during_an_override_write_gets_the_device() -> None:
+    device = Device()
+    arbiter, _ = _arbiter(device)
+    gate = asyncio.Event()
+    real_write = device.write
+
+    async def slow_write(value: float) -> None:
+        await gate.wait()
+        await real_write(value)
+
+    arbiter.outputs["cdu1.pump"].writer = slow_write
+    now = asyncio.get_running_loop().time()
+    override = asyncio.create_task(
+        arbiter.claim("cdu1.pump", Claim(Owner.OVERRIDE, 40.0, "uid 0", now + 60))
+    )
+    await asyncio.sleep(0)
+    arbiter.claim_in_background("cdu1.pump", Claim(Owner.INTERLOCK, 100.0, "leak"), "trip")
+    gate.set()
+    winner = await override
+    assert winner is not None and winner.owner is Owner.INTERLOCK
+    arbiter.outputs["cdu1.pump"].writer = real_write
+    await device.run_background()
+    assert device.values[-1] == 100.0  # the device follows the interlock, not the override
+    assert arbiter.outputs["cdu1.pump"].written == 100.0

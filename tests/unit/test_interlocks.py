@@ -122,6 +122,8 @@ async def test_bmc_readings_must_agree_twice_and_clear_with_hysteresis(tmp_path:
     _read(store, "r1s01", "gpu1_temp_c", 85.0)  # below the limit, not below the margin
     assert engine.snapshot()["gpu-hot"]["state"] == "tripped"  # type: ignore[index]
     _read(store, "r1s01", "gpu1_temp_c", 81.0)
+    assert engine.snapshot()["gpu-hot"]["state"] == "tripped"  # type: ignore[index]
+    _read(store, "r1s01", "gpu1_temp_c", 81.0)  # clearing needs two agreeing reads too
     assert engine.snapshot()["gpu-hot"]["state"] == "latched"  # type: ignore[index]
     _read(store, "r1s01", "gpu1_temp_c", 99.0)  # latched: one read does not re-trip either
     assert engine.snapshot()["gpu-hot"]["state"] == "latched"  # type: ignore[index]
@@ -168,12 +170,13 @@ async def test_latched_state_is_restored_and_claimed_before_any_write(tmp_path: 
     assert engine2.snapshot()["cdu-leak"]["state"] == "latched"  # type: ignore[index]
 
 
-async def test_an_unreadable_state_file_latches_every_rule(tmp_path: Path) -> None:
+async def test_an_unreadable_state_file_trips_every_rule(tmp_path: Path) -> None:
     path = tmp_path / "interlocks.json"
     path.write_text("{not json")
     _, arbiter, engine, _, events = _setup(path)
     engine.restore()
-    assert {r["state"] for r in engine.snapshot().values()} == {"latched"}  # type: ignore[index]
+    # Tripped, not latched: only a clear reading can latch it, then a reset.
+    assert {r["state"] for r in engine.snapshot().values()} == {"tripped"}  # type: ignore[index]
     assert arbiter.outputs[FANS].winner() is not None
     assert any(e.type == "interlock_state_unreadable" for e in events.recent)
     assert (tmp_path / "interlocks.json.bad").read_text() == "{not json"  # kept to look at
@@ -206,3 +209,44 @@ async def test_two_rules_on_one_output_hold_the_safer_value(tmp_path: Path) -> N
         _read(store, "r1s01", "gpu2_temp_c", 90.0)
     winner = arbiter.outputs[limit].winner()
     assert winner is not None and winner.value == 4000.0  # the lower power limit
+
+
+async def test_a_reset_needs_a_current_good_reading_that_shows_the_cause_gone(
+    tmp_path: Path,
+) -> None:
+    store, arbiter, engine, _, _ = _setup(tmp_path / "interlocks.json")
+    engine.restore()
+    _read(store, "cdu1", "leak", True)
+    _read(store, "cdu1", "leak", False)
+    now = asyncio.get_running_loop().time()
+    store.update("cdu1", {"leak": Point(None, "", Quality.BAD)}, now, now)
+    await asyncio.sleep(6.0)  # the last good (clear) reading is now too old
+    with pytest.raises(ResetRefused, match="no current good reading"):
+        engine.reset("cdu-leak", "uid 0")
+    assert arbiter.outputs[PUMP].winner() is not None
+    _read(store, "cdu1", "leak", False)
+    engine.reset("cdu-leak", "uid 0")
+    assert arbiter.outputs[PUMP].winner() is None
+
+
+async def test_a_reading_of_the_wrong_type_trips_instead_of_being_ignored(
+    tmp_path: Path,
+) -> None:
+    store, _, engine, _, events = _setup(tmp_path / "interlocks.json")
+    engine.restore()
+    _read(store, "cdu1", "leak", 3)  # an int where the rule expects a boolean
+    rule = engine.snapshot()["cdu-leak"]
+    assert rule["state"] == "tripped" and "is not a boolean" in rule["reason"]  # type: ignore[index]
+    assert any(e.type == "interlock_tripped" for e in events.recent)
+
+
+async def test_a_bad_reading_between_two_hot_ones_does_not_make_them_agree(
+    tmp_path: Path,
+) -> None:
+    store, _, engine, _, _ = _setup(tmp_path / "interlocks.json")
+    engine.restore()
+    _read(store, "r1s01", "gpu1_temp_c", 120.0)
+    now = asyncio.get_running_loop().time()
+    store.update("r1s01", {"gpu1_temp_c": Point(None, "C", Quality.BAD)}, now, now)
+    _read(store, "r1s01", "gpu1_temp_c", 119.0)
+    assert engine.snapshot()["gpu-hot"]["state"] == "normal"  # type: ignore[index]
