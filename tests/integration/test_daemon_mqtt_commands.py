@@ -115,6 +115,22 @@ async def test_an_outlet_command_over_mqtt_is_run_answered_and_audited(
         assert any("'reset' is not a command over MQTT" in str(r) for r in refusals)
         assert any("request is not JSON" in str(r) for r in refusals)
 
+        # Bad commands are refused without stopping anything.
+        async with aiomqtt.Client(
+            mosquitto.host, mosquitto.port, protocol=aiomqtt.ProtocolVersion.V5
+        ) as client:
+            wildcard = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            wildcard.ResponseTopic = "fleet/#"
+            await client.publish(
+                "megapod/v1/pod-cmd-on/cmd/outlet",
+                json.dumps({"pdu": "pdu-r1a", "outlet": 8, "action": "off"}),
+                qos=1,
+                properties=wildcard,
+            )
+        deep = await _ask(mosquitto, "pod-cmd-on", "outlet", b"[" * 50_000)
+        assert deep["ok"] is False
+        assert farm["pdu-r1a"].model.outlet_is_on(8)
+        assert not [e for e in daemon.events.recent if e.type == "service_failed"]
         # Replies never go under the pods' own topics.
         with pytest.raises(TimeoutError):
             await _ask(
