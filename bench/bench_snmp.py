@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from drivers.snmp.ber import Oid, format_oid
-from drivers.snmp_pdu import SnmpPduDriver
+from drivers.snmp.rack_pdu import SnmpPduDriver
 
 ROOT = Path(__file__).resolve().parent.parent
 PDUS = 16

@@ -17,7 +17,7 @@ from megapodd.backoff import Backoff
 from megapodd.commands import CommandService
 from megapodd.config import Config, ConfigError
 from megapodd.control.arbiter import OutputArbiter
-from megapodd.control_tick import ControlTick, HeartbeatDue
+from megapodd.control.tick import ControlTick, HeartbeatDue
 from megapodd.devices import build_devices, register_outputs
 from megapodd.events import EventBus, Severity
 from megapodd.mqtt.commands import MqttCommands

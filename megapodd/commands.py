@@ -10,7 +10,7 @@ from typing import Any
 
 from drivers.errors import DeviceError, DriverError, TransportError, ValueRejected
 from drivers.ipmi.commands import ChassisAction
-from drivers.snmp_pdu import OutletAction
+from drivers.snmp.rack_pdu import OutletAction
 from megapodd.api.server import ApiError, Caller, Command, Role
 from megapodd.config import INTERLOCK_OUTPUTS, Config
 from megapodd.control.arbiter import MAX_OVERRIDE_S, Claim, OutputArbiter, Owner

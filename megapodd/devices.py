@@ -8,9 +8,9 @@ from pathlib import Path
 from drivers.base import DeviceDriver
 from drivers.errors import ValueRejected
 from drivers.ipmi.bmc import BmcDriver
+from drivers.modbus.cdu import CduDriver
 from drivers.modbus.cdu_map import ControlMode
-from drivers.modbus_cdu import CduDriver
-from drivers.snmp_pdu import SnmpPduDriver
+from drivers.snmp.rack_pdu import SnmpPduDriver
 from megapodd.config import BmcConfig, CduConfig, Config, ConfigError, PduConfig
 from megapodd.control.arbiter import OutputArbiter
 from megapodd.events import EventBus

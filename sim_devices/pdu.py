@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from drivers.snmp.ber import Oid
-from drivers.snmp.pdu import ErrorStatus, Tag, Value
+from drivers.snmp.protocol_pdu import ErrorStatus, Tag, Value
 from drivers.snmp.usm import AuthProtocol, PrivProtocol
 from drivers.snmp.v3 import UsmUser
 from sim_devices.snmp_agent import AgentConfig, Mib, SnmpAgent

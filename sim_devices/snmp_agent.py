@@ -28,7 +28,7 @@ from drivers.snmp.message import (
     decode_message,
     encode_community,
 )
-from drivers.snmp.pdu import ErrorStatus, Pdu, PduType, Tag, Value, VarBind, encode_varbind
+from drivers.snmp.protocol_pdu import ErrorStatus, Pdu, PduType, Tag, Value, VarBind, encode_varbind
 from drivers.snmp.usm import UsmStat
 from drivers.snmp.v3 import LocalizedUser, SaltCounter, UsmFailure, UsmUser, protect, unprotect
 

@@ -15,7 +15,7 @@ from drivers.snmp.errors import (
     TooBigError,
     WrongValueError,
 )
-from drivers.snmp.pdu import ErrorStatus, Pdu, PduType, Tag, VarBind
+from drivers.snmp.protocol_pdu import ErrorStatus, Pdu, PduType, Tag, VarBind
 from drivers.snmp.usm import AuthProtocol, PrivProtocol
 from drivers.snmp.v3 import UsmUser
 

@@ -30,7 +30,7 @@ from drivers.snmp.message import (
     decode_message,
     encode_community,
 )
-from drivers.snmp.pdu import ErrorStatus, Pdu, PduType, VarBind
+from drivers.snmp.protocol_pdu import ErrorStatus, Pdu, PduType, VarBind
 from drivers.snmp.transport import UdpLink
 from drivers.snmp.usm import USM_STATS, UsmStat
 from drivers.snmp.v3 import LocalizedUser, SaltCounter, UsmFailure, UsmUser, protect, unprotect

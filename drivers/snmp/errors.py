@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from drivers.errors import ConfigurationError, DeviceError, TransportError
 from drivers.snmp.ber import SnmpCodecError
-from drivers.snmp.pdu import ErrorStatus
+from drivers.snmp.protocol_pdu import ErrorStatus
 
 __all__ = [
     "NoSuchNameError",

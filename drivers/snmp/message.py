@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from drivers.snmp import ber
 from drivers.snmp.ber import SnmpCodecError
-from drivers.snmp.pdu import Pdu, decode_pdu, encode_pdu
+from drivers.snmp.protocol_pdu import Pdu, decode_pdu, encode_pdu
 
 
 class SnmpVersion(enum.IntEnum):

@@ -11,7 +11,7 @@ from pymodbus.client import AsyncModbusTcpClient
 
 from drivers.base import Quality
 from drivers.errors import DeviceError, TransportError, ValueRejected
-from drivers.modbus_cdu import CduDriver, ModbusDeviceError, ModbusExceptionCode, WriteNotConfirmed
+from drivers.modbus.cdu import CduDriver, ModbusDeviceError, ModbusExceptionCode, WriteNotConfirmed
 from sim_devices.cdu import CduState, SimulatedCdu
 
 pytestmark = pytest.mark.integration

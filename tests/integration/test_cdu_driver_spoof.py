@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from drivers.errors import TransportError
-from drivers.modbus_cdu import CduDriver
+from drivers.modbus.cdu import CduDriver
 
 pytestmark = pytest.mark.integration
 

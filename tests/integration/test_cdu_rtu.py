@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from drivers.errors import ConfigurationError, TransportError
-from drivers.modbus_cdu import CduDriver, ModbusDeviceError
+from drivers.modbus.cdu import CduDriver, ModbusDeviceError
 from sim_devices.cdu import CduState, SimulatedCdu, crc16_modbus
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,7 @@ import pytest
 from drivers.base import Quality
 from drivers.errors import ConfigurationError, DeviceError, TransportError, ValueRejected
 from drivers.snmp import NotWritableError, SnmpClient, VarBind
-from drivers.snmp_pdu import OutletAction, SnmpPduDriver
+from drivers.snmp.rack_pdu import OutletAction, SnmpPduDriver
 from sim_devices.pdu import RPDU2, PduFarm, PduSpec, serve_pdus
 
 pytestmark = pytest.mark.integration

@@ -29,8 +29,8 @@ from drivers.snmp import (
     parse_oid,
 )
 from drivers.snmp.message import CommunityMessage, decode_message, encode_message
-from drivers.snmp.pdu import Pdu, PduType
-from drivers.snmp_pdu import SnmpPduDriver
+from drivers.snmp.protocol_pdu import Pdu, PduType
+from drivers.snmp.rack_pdu import SnmpPduDriver
 from tests.helpers import free_udp_port
 
 pytestmark = [

@@ -57,7 +57,7 @@ def test_bad_urls_name_the_problem(url: str, message: str) -> None:
 
 
 def test_driver_constructor_rejects_bad_settings() -> None:
-    from drivers.modbus_cdu import CduDriver
+    from drivers.modbus.cdu import CduDriver
 
     with pytest.raises(ConfigurationError, match="no host"):
         CduDriver("modbus+tcp://:502")
@@ -70,7 +70,7 @@ def test_driver_constructor_rejects_bad_settings() -> None:
 
 
 def test_driver_poll_groups() -> None:
-    from drivers.modbus_cdu import CduDriver
+    from drivers.modbus.cdu import CduDriver
 
     driver = CduDriver("modbus+tcp://h:502", poll_s=0.2)
     assert driver.kind == "cdu"

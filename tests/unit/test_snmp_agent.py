@@ -12,7 +12,7 @@ from drivers.snmp.message import (
     decode_message,
     encode_message,
 )
-from drivers.snmp.pdu import ErrorStatus, Pdu, PduType, Tag, VarBind
+from drivers.snmp.protocol_pdu import ErrorStatus, Pdu, PduType, Tag, VarBind
 from drivers.snmp.usm import UsmStat
 from drivers.snmp.v3 import UsmUser
 from sim_devices.snmp_agent import AgentConfig, Mib, SnmpAgent

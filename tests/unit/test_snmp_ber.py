@@ -8,7 +8,7 @@ from drivers.errors import FrameError
 from drivers.snmp import ber
 from drivers.snmp.ber import SnmpCodecError, parse_oid
 from drivers.snmp.message import CommunityMessage, decode_message, encode_message
-from drivers.snmp.pdu import Pdu, PduType, Tag, VarBind, decode_value, encode_value
+from drivers.snmp.protocol_pdu import Pdu, PduType, Tag, VarBind, decode_value, encode_value
 
 # snmpget -v2c -c public ... 1.3.6.1.2.1.1.1.0, request-id 5 (checked against pysnmp too)
 GET_SYSDESCR = bytes.fromhex(

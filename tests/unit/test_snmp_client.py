@@ -27,7 +27,7 @@ from drivers.snmp.message import (
     decode_message,
     encode_message,
 )
-from drivers.snmp.pdu import ErrorStatus, Pdu, PduType, Tag
+from drivers.snmp.protocol_pdu import ErrorStatus, Pdu, PduType, Tag
 from sim_devices.snmp_agent import AgentConfig, Mib, SnmpAgent
 
 SYS_NAME = parse_oid("1.3.6.1.2.1.1.5.0")

@@ -17,7 +17,7 @@ from drivers.snmp.message import (
     decode_message,
     encode_message,
 )
-from drivers.snmp.pdu import Pdu, PduType, Tag, VarBind
+from drivers.snmp.protocol_pdu import Pdu, PduType, Tag, VarBind
 from drivers.snmp.usm import AuthProtocol, PrivProtocol
 from drivers.snmp.v3 import SaltCounter, UsmFailure, UsmUser, protect, unprotect
 from sim_devices.snmp_agent import AgentConfig, Mib, SnmpAgent

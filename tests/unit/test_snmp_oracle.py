@@ -26,7 +26,7 @@ from drivers.snmp.message import (
     encode_message,
     encode_v3,
 )
-from drivers.snmp.pdu import Pdu, PduType, Tag, Value, VarBind
+from drivers.snmp.protocol_pdu import Pdu, PduType, Tag, Value, VarBind
 
 P = api.v2c
 

@@ -15,7 +15,7 @@ from drivers.errors import ConfigurationError
 from drivers.snmp import usm
 from drivers.snmp.ber import parse_oid
 from drivers.snmp.message import MsgFlags, ScopedPdu, V3Message, decode_message
-from drivers.snmp.pdu import Pdu, PduType, VarBind, encode_pdu
+from drivers.snmp.protocol_pdu import Pdu, PduType, VarBind, encode_pdu
 from drivers.snmp.usm import AuthProtocol, PrivProtocol
 from drivers.snmp.v3 import SaltCounter, UsmFailure, UsmUser, protect, unprotect
 

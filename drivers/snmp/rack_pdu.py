@@ -19,7 +19,7 @@ from drivers.errors import ConfigurationError, DeviceError, ValueRejected
 from drivers.snmp.ber import Oid
 from drivers.snmp.client import ClientStats, SnmpClient
 from drivers.snmp.errors import TooBigError
-from drivers.snmp.pdu import Tag, VarBind
+from drivers.snmp.protocol_pdu import Tag, VarBind
 from drivers.snmp.usm import AuthProtocol, PrivProtocol
 from drivers.snmp.v3 import UsmUser
 
