@@ -16,6 +16,14 @@ from typing import Protocol
 PointValue = float | int | str | bool | None
 
 
+class DeviceKind(enum.StrEnum):
+    """The device families of a pod (DEVICES.md)."""
+
+    CDU = "cdu"
+    PDU = "pdu"
+    BMC = "bmc"
+
+
 class Quality(enum.StrEnum):
     """How far a reading can be trusted."""
 
@@ -45,8 +53,8 @@ class DeviceDriver(Protocol):
     """The contract between a driver and its supervisor."""
 
     @property
-    def kind(self) -> str:
-        """Device kind: "cdu", "pdu" or "bmc"."""
+    def kind(self) -> DeviceKind:
+        """Which family of device this driver speaks to."""
         ...
 
     def poll_groups(self) -> Sequence[PollGroup]:
@@ -64,3 +72,13 @@ class DeviceDriver(Protocol):
     async def read_group(self, group: str) -> Mapping[str, Point]:
         """Read one group. Raises TransportError, DeviceError or ConfigurationError."""
         ...
+
+    def link_stats(self) -> Mapping[str, int]:
+        """Monotonic counters of the link, never reset. Every driver reports at
+        least LINK_STAT_KEYS (the fleet's metrics count them alike for every
+        device); it may add its own."""
+        ...
+
+
+# The counters every driver's link_stats() carries.
+LINK_STAT_KEYS = ("requests", "retries", "timeouts", "frame_errors", "device_errors")

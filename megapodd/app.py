@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import uuid
 from collections.abc import Awaitable, Callable
 from importlib.metadata import PackageNotFoundError, version
@@ -14,16 +15,19 @@ import structlog
 
 from megapodd.api.server import ApiServer
 from megapodd.backoff import Backoff
-from megapodd.commands import CommandService
+from megapodd.commands.service import CommandService
 from megapodd.config import Config, ConfigError
 from megapodd.control.arbiter import OutputArbiter
-from megapodd.control.tick import ControlTick, HeartbeatDue
+from megapodd.control.tick import ControlTick, TickDuty
 from megapodd.devices import build_devices, register_outputs
+from megapodd.devices.cdu import request_heartbeat
 from megapodd.events import EventBus, Severity
-from megapodd.mqtt.commands import MqttCommands
-from megapodd.mqtt.publisher import MqttPublisher
+from megapodd.mqtt.command_subscription import CommandSubscription
+from megapodd.mqtt.session import MqttSession
+from megapodd.mqtt.telemetry import Telemetry
 from megapodd.point_events import PointEvents
 from megapodd.safety.engine import InterlockEngine
+from megapodd.safety.persist import AtomicFiles
 from megapodd.sdnotify import Notifier
 from megapodd.store import PointStore
 
@@ -31,6 +35,8 @@ log = structlog.get_logger("megapodd.app")
 
 # SIGTERM to exit must fit in 5 s (invariant 7); the offline publish gets most.
 _STOP_PUBLISH_TIMEOUT_S = 3.0
+# A last save of interlock state that was asked for but not yet written.
+_STOP_SAVE_TIMEOUT_S = 1.0
 
 
 # How often the tick ages points whose device is busy, hung or reconnecting.
@@ -54,26 +60,31 @@ class Daemon:
         config: Config,
         notifier: Notifier | None = None,
         config_path: Path = Path("megapodd.toml"),
+        state_files: AtomicFiles | None = None,
     ) -> None:
         self.config = config
         self.version = daemon_version()
         self.boot_id = uuid.uuid4().hex
         self.notifier = notifier or Notifier()
-        self.store = PointStore()
         self.events = EventBus(self.boot_id)
+        self.store = PointStore(self.events)
         try:
             config.state.dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             problem = f"state.dir: cannot create {config.state.dir}: {exc.strerror}"
             raise ConfigError(config_path, [problem]) from None
-        self.publisher = MqttPublisher(
-            config.mqtt, config.pod.id, self.store, config.state.dir, self.version, self.boot_id
+        self.telemetry = Telemetry(
+            self.store,
+            self._topic,
+            config.state.dir,
+            config.mqtt.snapshot_s,
+            config.mqtt.queue_max_events,
         )
-        self.events.add_sink(self.publisher.on_event)
+        self.events.add_sink(self.telemetry.on_event)
         self.devices = build_devices(config, self.store, self.events, config_path)
         self.arbiter = OutputArbiter(self.events, _loop_clock)
-        register_outputs(self.arbiter, self.devices)
-        kinds = {d.id: kind for kind in ("cdu", "pdu", "bmc") for d in getattr(config, kind)}
+        register_outputs(self.arbiter, self.devices, config)
+        kinds = {s.device_id: s.driver.kind for s in self.devices.supervisors}
         slowest = {
             s.device_id: max(g.period_s for g in s.driver.poll_groups())
             for s in self.devices.supervisors
@@ -87,24 +98,25 @@ class Daemon:
             self.events,
             config.state.dir / "interlocks.json",
             _loop_clock,
+            files=state_files,
         )
         # Latched interlocks first, so the first write to a device is theirs (invariant 3).
         self.interlocks.restore()
         self.arbiter.start()  # queued: runs once each device is connected
-        self.publisher.add_retained_topic("interlocks", self.interlocks.snapshot)
-        self.interlocks.add_listener(lambda: self.publisher.topic_changed("interlocks"))
+        self.point_events = PointEvents(self.store, self.events)
+        self._subscribe()
+        self.telemetry.add_retained_topic("interlocks", self.interlocks.snapshot)
+        self.interlocks.add_listener(lambda: self.telemetry.topic_changed("interlocks"))
         duties = [
             # Four heartbeats per CDU watchdog period: one may wait behind a poll.
-            HeartbeatDue(cdu.config.watchdog_timeout_s / 4, cdu.heartbeat)
-            for cdu in self.devices.cdus.values()
+            TickDuty(cdu_config.watchdog_timeout_s / 4, functools.partial(request_heartbeat, cdu))
+            for cdu_config, cdu in self.devices.cdus.values()
         ]
-        duties.append(HeartbeatDue(0.0, self.arbiter.tick))
-        duties.append(HeartbeatDue(_STALENESS_CHECK_S, self._refresh_staleness))
-        duties.append(HeartbeatDue(_STALENESS_CHECK_S, self.interlocks.check_inputs))
+        duties.append(TickDuty(0.0, self.arbiter.tick))
+        duties.append(TickDuty(_STALENESS_CHECK_S, self._refresh_staleness))
+        duties.append(TickDuty(_STALENESS_CHECK_S, self.interlocks.check_inputs))
         self.tick = ControlTick(config.control.tick_s, self.notifier, duties)
-        self.point_events = PointEvents(self.store, self.events)
         self.commands = CommandService(
-            config,
             self.store,
             self.events,
             self.devices,
@@ -113,20 +125,45 @@ class Daemon:
             _loop_clock,
             self.pod_info,
         )
+        audit = self.commands.audit.refused
         self.api = ApiServer(
             config.api.socket,
             self.commands.commands(),
             reader_group=config.api.reader_group,
             admin_group=config.api.admin_group,
-            on_refused=self.commands.refused,
+            on_refused=audit,
         )
+        fleet = None
         if config.mqtt.commands:
-            self.publisher.accept_commands(
-                MqttCommands(
-                    self.commands.commands(), self.commands.refused, config.mqtt.topic_prefix
-                )
-            )
+            fleet = CommandSubscription(self.commands.commands(), audit, config.mqtt.topic_prefix)
+        self.mqtt = MqttSession(
+            config.mqtt, config.pod.id, self.telemetry, self.version, self.boot_id, fleet
+        )
         self._stop = asyncio.Event()
+
+    def _topic(self, suffix: str) -> str:
+        return f"{self.config.mqtt.topic_prefix}/{self.config.pod.id}/{suffix}"
+
+    def _subscribe(self) -> None:
+        """Every consumer of readings, each with what its failure means."""
+        self.store.readings.add(
+            "safety engine",
+            self.interlocks.on_readings,
+            Severity.CRITICAL,
+            "interlocks may not act on this device's readings until it works again",
+        )
+        self.store.changes.add(
+            "point events",
+            self.point_events.on_change,
+            Severity.ALARM,
+            "outlet, breaker and leak changes may go without an event",
+        )
+        self.store.changes.add(
+            "mqtt telemetry",
+            self.telemetry.on_change,
+            Severity.ALARM,
+            "the fleet may see this device's state late",
+        )
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -140,13 +177,27 @@ class Daemon:
             {"boot_id": self.boot_id},
         )
         async with asyncio.TaskGroup() as group:
-            publisher = group.create_task(
-                self._keep_running("mqtt publisher", self.publisher.run), name="mqtt-publisher"
+            mqtt = group.create_task(
+                self._keep_running("mqtt session", self.mqtt.run), name="mqtt-session"
             )
             others = [
                 group.create_task(sup.run(), name=f"supervisor:{sup.device_id}")
                 for sup in self.devices.supervisors
             ]
+            others.append(
+                group.create_task(
+                    self._keep_running("event journal", self.telemetry.outbox.run_journal),
+                    name="event-journal",
+                )
+            )
+            others.append(
+                group.create_task(
+                    self._keep_running(
+                        "interlock state writer", self.interlocks.state_writer.run
+                    ),
+                    name="interlock-state-writer",
+                )
+            )
             others.append(
                 group.create_task(self._keep_running("local API", self.api.run), name="api")
             )
@@ -156,13 +207,16 @@ class Daemon:
             log.info("stopping")
             self.notifier.stopping()
             # Pumps stay at their setpoint: stopping writes nothing to devices.
-            await self.publisher.stop()
+            await self.mqtt.stop()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(_STOP_PUBLISH_TIMEOUT_S):
-                    await asyncio.shield(publisher)
-            publisher.cancel()
+                    await asyncio.shield(mqtt)
+            mqtt.cancel()
             for task in others:
                 task.cancel()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(_STOP_SAVE_TIMEOUT_S):
+                await self.interlocks.state_writer.flush()
         self.notifier.close()
 
     def _refresh_staleness(self) -> None:
@@ -198,7 +252,7 @@ class Daemon:
             "version": self.version,
             "boot_id": self.boot_id,
             "mqtt": {
-                "connected": self.publisher.connected,
-                "pending_events": self.publisher.pending_events,
+                "connected": self.mqtt.connected,
+                "pending_events": self.mqtt.pending_events,
             },
         }

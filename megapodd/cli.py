@@ -165,8 +165,8 @@ async def _server(args: argparse.Namespace, console: Console) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        power = "on" if result["power_on"] else "off"
-        console.print(f"{result['server']}: {result['action']} done; power now {power}")
+        state = {"soft_off": "shutting down (soft off)"}.get(result["state"], result["state"])
+        console.print(f"{result['server']}: {result['action']} done; power {state}")
     return 0
 
 
@@ -204,7 +204,9 @@ async def _override(args: argparse.Namespace, console: Console) -> int:
 async def _release(args: argparse.Namespace, console: Console) -> int:
     request = {"device": args.device, "output": args.output}
     result: Any = await call(_socket_path(args), "release", request)
-    console.print(f"{result['output']}: override released; owner now {result['owner']}")
+    console.print(
+        f"{result['output']}: {result['released']} claim released; owner now {result['owner']}"
+    )
     return 0
 
 

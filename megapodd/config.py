@@ -24,8 +24,10 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
-from drivers.errors import ConfigurationError
+from drivers.base import DeviceKind
+from drivers.errors import ConfigurationError, ValueRejected
 from drivers.modbus.url import parse_modbus_url
+from megapodd.outputs.catalog import OutputInstance, device_outputs
 
 DeviceId = Annotated[
     str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -221,17 +223,9 @@ class BmcConfig(_Section):
         return port
 
 
-# Outputs an interlock may drive, per device kind (see megapodd/devices.py),
-# with the values the device (or the daemon's floor) accepts.
-INTERLOCK_OUTPUTS: dict[str, dict[str, tuple[float, float]]] = {
-    "cdu": {"pump_speed_pct": (20.0, 100.0), "facility_valve_pct": (0.0, 100.0)},
-    "bmc": {"fan_duty_pct": (20.0, 100.0), "power_limit_w": (100.0, 30000.0)},
-}
-
-
 class InterlockAction(_Section):
-    output: str  # "<device id>.<output>", e.g. "cdu1.pump_speed_pct"
-    value: float
+    output: str  # "<device id>.<output>", e.g. "cdu1.pump_speed_pct", "pdu-r1a.outlet_3"
+    value: float | str  # a number for continuous outputs, a state ("off") for discrete ones
 
 
 class InterlockConfig(_Section):
@@ -272,6 +266,10 @@ class Config(_Section):
     bmc: list[BmcConfig] = []
     interlock: list[InterlockConfig] = []
 
+    def racks(self) -> list[int]:
+        """The rack numbers the pod's PDUs and servers are in."""
+        return sorted({p.rack for p in self.pdu} | {b.rack for b in self.bmc})
+
 
 def _serial_line(kind: str, device: dict[str, object]) -> str | None:
     """The serial device a section opens, if any."""
@@ -302,14 +300,38 @@ def _shared_lines(data: dict[str, object]) -> list[str]:
     return problems
 
 
-def _interlock_refs(data: dict[str, object]) -> list[str]:
-    """Interlocks name devices and outputs that exist; rule ids are unique."""
-    kinds: dict[str, str] = {}
-    for kind in ("cdu", "pdu", "bmc"):
+def _declared_outputs(data: dict[str, object]) -> dict[str, OutputInstance]:
+    """Every output the configured devices offer (the catalog's instances)."""
+    racks: set[int] = set()
+    for kind in ("pdu", "bmc"):
         devices = data.get(kind)
         for device in devices if isinstance(devices, list) else []:
+            rack = device.get("rack") if isinstance(device, dict) else None
+            if isinstance(rack, int) and not isinstance(rack, bool):
+                racks.add(rack)
+    outputs: dict[str, OutputInstance] = {}
+    for kind in DeviceKind:
+        devices = data.get(kind.value)
+        for device in devices if isinstance(devices, list) else []:
+            if not isinstance(device, dict) or not isinstance(device.get("id"), str):
+                continue
+            outlets = device.get("outlets", 24)
+            count = outlets if isinstance(outlets, int) and not isinstance(outlets, bool) else 0
+            for output in device_outputs(device["id"], kind, outlets=count, racks=racks):
+                outputs[output.name] = output
+    return outputs
+
+
+def _interlock_refs(data: dict[str, object]) -> list[str]:
+    """Interlocks name devices and outputs that exist, with values the output
+    accepts; rule ids are unique."""
+    device_ids: set[str] = set()
+    for kind in DeviceKind:
+        devices = data.get(kind.value)
+        for device in devices if isinstance(devices, list) else []:
             if isinstance(device, dict) and isinstance(device.get("id"), str):
-                kinds[device["id"]] = kind
+                device_ids.add(device["id"])
+    outputs = _declared_outputs(data)
     problems: list[str] = []
     seen: set[str] = set()
     rules = data.get("interlock")
@@ -321,34 +343,34 @@ def _interlock_refs(data: dict[str, object]) -> list[str]:
                 problems.append(f"interlock.{index}.id: duplicate interlock id {rule['id']!r}")
             seen.add(rule["id"])
         device = rule.get("device")
-        if isinstance(device, str) and device not in kinds:
+        if isinstance(device, str) and device not in device_ids:
             problems.append(f"interlock.{index}.device: no device {device!r}")
         actions = rule.get("actions")
         for number, action in enumerate(actions if isinstance(actions, list) else []):
-            output = action.get("output") if isinstance(action, dict) else None
-            if not isinstance(output, str):
+            if not isinstance(action, dict) or not isinstance(action.get("output"), str):
                 continue
-            target, _, name = output.partition(".")
-            allowed = INTERLOCK_OUTPUTS.get(kinds.get(target, ""), {})
-            value = action.get("value") if isinstance(action, dict) else None
-            if name in allowed and isinstance(value, int | float):
-                low, high = allowed[name]
-                if not low <= value <= high:
-                    problems.append(
-                        f"interlock.{index}.actions.{number}.value: {value} is outside "
-                        f"{low:g}–{high:g} for {name}"
-                    )
-            if name not in allowed:
-                known = ", ".join(
-                    f"{d}.{o}"
-                    for d, k in sorted(kinds.items())
-                    for o in INTERLOCK_OUTPUTS.get(k, ())
-                )
-                problems.append(
-                    f"interlock.{index}.actions.{number}.output: no output {output!r}; "
-                    f"outputs: {known or 'none'}"
-                )
+            where = f"interlock.{index}.actions.{number}"
+            output = outputs.get(action["output"])
+            if output is None:
+                problems.append(f"{where}.output: {_unknown_output(action['output'], outputs)}")
+                continue
+            if "value" in action:
+                try:
+                    output.spec.check(action["value"], output.name)
+                except ValueRejected as exc:
+                    problems.append(f"{where}.value: {exc}")
     return problems
+
+
+def _unknown_output(name: str, outputs: dict[str, OutputInstance]) -> str:
+    """The message for an output that does not exist: what that device offers."""
+    device = name.partition(".")[0]
+    offered = sorted(o for o, instance in outputs.items() if instance.device_id == device)
+    if not offered:
+        return f"no output {name!r}: no device {device!r} with outputs"
+    more = f" and {len(offered) - 12} more" if len(offered) > 12 else ""
+    shown = ", ".join(offered[:12]) + more
+    return f"no output {name!r}; {device} has {shown}"
 
 
 def _cross_check(data: dict[str, object]) -> list[str]:

@@ -47,9 +47,9 @@ class PointEvents:
         self._store = store
         self._events = events
         self._last: dict[tuple[str, str], PointValue] = {}
-        store.add_listener(self._on_change)
 
-    def _on_change(self, device_id: str, names: frozenset[str]) -> None:
+    def on_change(self, device_id: str, names: frozenset[str]) -> None:
+        """Points that changed (a subscriber of the store, wired at the root)."""
         record = self._store.device(device_id)
         for name in names:
             point = record.points.get(name)

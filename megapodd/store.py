@@ -1,19 +1,23 @@
 """PointStore: the latest value of every point of every device.
 
-Supervisors write into it; the MQTT publisher, the local API and (later) the
-safety engine read from it and are told of changes through listeners. Listeners
-are plain callbacks run synchronously: they must only record what changed and
-wake their own task, so a slow consumer can never hold up polling.
+Supervisors write into it; the safety engine, the loops, the point events, the
+MQTT telemetry and the local API read from it. Consumers are told through
+subscribers (megapodd/subscribers.py), wired at the composition root: of
+changes (`changes`) or of every reading, changed or not (`readings`: the
+interlocks count agreeing reads). A consumer that fails is an alarm, never a
+device taken offline.
 """
 
 from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from drivers.base import Point, PointValue, Quality
+from megapodd.events import EventBus
+from megapodd.subscribers import Subscribers
 
 
 class DeviceState(enum.StrEnum):
@@ -42,7 +46,7 @@ class StoredPoint:
 @dataclass(slots=True)
 class DeviceRecord:
     id: str
-    kind: str
+    kind: str  # a DeviceKind
     state: DeviceState = DeviceState.OFFLINE
     reason: str = "not yet polled"
     points: dict[str, StoredPoint] = field(default_factory=dict)
@@ -64,27 +68,18 @@ def _finite(reading: Point) -> Point:
     return reading
 
 
-# Called with the device id and the names of the points (or state) that changed.
-ChangeListener = Callable[[str, frozenset[str]], None]
-
-
 class PointStore:
-    def __init__(self) -> None:
+    def __init__(self, events: EventBus | None = None) -> None:
         self._devices: dict[str, DeviceRecord] = {}
-        self._listeners: list[ChangeListener] = []
-        self._reading_listeners: list[ChangeListener] = []
+        # Told of the points (or "state") that changed.
+        self.changes = Subscribers(events)
+        # Told of every reading, changed or not.
+        self.readings = Subscribers(events)
 
     def add_device(self, device_id: str, kind: str) -> None:
         if device_id in self._devices:
             raise ValueError(f"device {device_id!r} is already registered")
         self._devices[device_id] = DeviceRecord(id=device_id, kind=kind)
-
-    def add_listener(self, listener: ChangeListener) -> None:
-        self._listeners.append(listener)
-
-    def add_reading_listener(self, listener: ChangeListener) -> None:
-        """Told of every reading, changed or not (interlocks count agreeing reads)."""
-        self._reading_listeners.append(listener)
 
     def device(self, device_id: str) -> DeviceRecord:
         return self._devices[device_id]
@@ -115,10 +110,8 @@ class PointStore:
                 changed.add(name)
         if changed:
             self._notify(device_id, frozenset(changed))
-        if self._reading_listeners and readings:
-            names = frozenset(readings)
-            for listener in self._reading_listeners:
-                listener(device_id, names)
+        if self.readings and readings:
+            self.readings.notify(device_id, frozenset(readings))
 
     def mark_stale(
         self, device_id: str, names: Iterable[str], now_mono_s: float, stale_after_s: float
@@ -149,5 +142,4 @@ class PointStore:
         return previous
 
     def _notify(self, device_id: str, names: frozenset[str]) -> None:
-        for listener in self._listeners:
-            listener(device_id, names)
+        self.changes.notify(device_id, names)

@@ -1,9 +1,16 @@
-"""One supervisor per device: poll schedule, timeouts, backoff, device state.
+"""One supervisor per device: the only door to it.
 
-The supervisor is the only caller of its driver's read path. It keeps the
-PointStore's view of the device honest: points age to STALE when no good
-reading arrives for their stale_after, and the device's state says whether the
-daemon can currently hear it. Errors are handled by their type:
+The supervisor is the only task that touches its driver. Polls, writes with
+their read-back, multi-step operations and heartbeats all run here, one at a
+time, so an operation is atomic with respect to the device: nothing can slip
+between a write and its read-back, or between the two writes of a pump
+hand-back. Operations wait in a queue ordered by priority (interlock actions,
+then the watchdog heartbeat, technician actions, fleet actions, loop writes;
+polls last) and each returns a future.
+
+It keeps the PointStore's view of the device honest: points age to STALE when
+no good reading arrives for their stale_after, and the device's state says
+whether the daemon can currently hear it. Errors are handled by their type:
 TransportError -> retry and reconnect with backoff; DeviceError -> report,
 keep the link; ConfigurationError -> stop the fast retries, say why, and try
 again only after a long pause (a replaced device, or a refusal an attacker
@@ -13,10 +20,14 @@ forged: an unauthenticated SNMPv3 Report looks just like a real one).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
+import enum
+import functools
+import heapq
+import itertools
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
 import structlog
 
@@ -32,11 +43,93 @@ log = structlog.get_logger("megapodd.supervisor")
 # loop's clock resolution would spin without the clock moving.
 _DUE_MARGIN_S = 1e-3
 
+D = TypeVar("D", bound=DeviceDriver)
+T = TypeVar("T")
+
 # Hook run with the driver right after each (re)connect, before polling starts:
 # e.g. the CDU's watchdog timeout is written here.
-OnConnect = Callable[[DeviceDriver], Awaitable[None]]
-# A write the supervisor runs between polls, on the link it owns.
-Action = Callable[[], Awaitable[None]]
+OnConnect = Callable[[D], Awaitable[None]]
+# Something done to the device: gets the driver, runs on the supervisor's task.
+OperationFn = Callable[[D], Awaitable[T]]
+
+# How long a caller waits, beyond the operation's own bound, for its turn.
+QUEUE_WAIT_S = 5.0
+
+
+class OpPriority(enum.IntEnum):
+    """The order of a device's queue: lower runs first."""
+
+    INTERLOCK = 0
+    HEARTBEAT = 1
+    TECHNICIAN = 2
+    FLEET = 3
+    LOOP = 4
+    POLL = 5  # polls are the supervisor's own schedule; anything queued goes first
+
+
+class OperationTimeout(TransportError):
+    """The device did not get to (or through) an operation within its time."""
+
+
+@dataclass(eq=False, slots=True)
+class _Operation:
+    name: str
+    priority: OpPriority
+    fn: Callable[[Any], Awaitable[Any]]
+    future: asyncio.Future[Any]
+    key: str | None
+    seq: int
+    superseded: bool = False
+
+    def sort_key(self) -> tuple[int, int]:
+        return (self.priority, self.seq)
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """For futures nobody awaits: take the exception so asyncio does not log it."""
+    if not future.cancelled():
+        future.exception()
+
+
+def _follow(source: asyncio.Future[Any], target: asyncio.Future[Any]) -> None:
+    """Give `target` the outcome of `source` (a coalesced operation)."""
+    if target.done():
+        return
+    if source.cancelled():
+        target.cancel()
+    elif (exc := source.exception()) is not None:
+        target.set_exception(exc)
+    else:
+        target.set_result(source.result())
+
+
+@dataclass(slots=True)
+class _Queue:
+    heap: list[tuple[tuple[int, int], _Operation]] = field(default_factory=list)
+    by_key: dict[str, _Operation] = field(default_factory=dict)
+    counter: itertools.count[int] = field(default_factory=itertools.count)
+
+    def push(self, op: _Operation) -> None:
+        heapq.heappush(self.heap, (op.sort_key(), op))
+
+    def pop(self) -> _Operation | None:
+        while self.heap:
+            _, op = heapq.heappop(self.heap)
+            if op.superseded or op.future.done():
+                continue  # replaced by a newer one, or its caller gave up
+            if op.key is not None and self.by_key.get(op.key) is op:
+                del self.by_key[op.key]
+            return op
+        return None
+
+    def __bool__(self) -> bool:
+        return any(not op.superseded and not op.future.done() for _, op in self.heap)
+
+    def cancel_all(self) -> None:
+        for _, op in self.heap:
+            op.future.cancel()
+        self.heap.clear()
+        self.by_key.clear()
 
 
 def _describe(exc: BaseException) -> str:
@@ -79,15 +172,15 @@ class _GroupSchedule:
     last_ok_s: float = float("-inf")
 
 
-class DeviceSupervisor:
+class DeviceSupervisor(Generic[D]):
     def __init__(
         self,
         device_id: str,
-        driver: DeviceDriver,
+        driver: D,
         store: PointStore,
         events: EventBus,
         settings: SupervisorSettings | None = None,
-        on_connect: OnConnect | None = None,
+        on_connect: OnConnect[D] | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.device_id = device_id
@@ -103,20 +196,23 @@ class DeviceSupervisor:
         self._schedules = [_GroupSchedule(g, 0.0) for g in driver.poll_groups()]
         self._wake = asyncio.Event()
         self._failure_streak = 0
-        self._actions: dict[str, Action] = {}
-        self._action_failures: dict[str, int] = {}
+        self._queue = _Queue()
+        self._op_failures: dict[str, int] = {}
         self.polls_ok = 0
         self.polls_failed = 0
         store.add_device(device_id, driver.kind)
 
-    def link_stats(self) -> dict[str, object]:
-        """Poll counts and the driver's own counters (retries, frame errors...)."""
-        stats: dict[str, object] = {"polls_ok": self.polls_ok, "polls_failed": self.polls_failed}
-        for attribute in ("counters", "stats"):
-            counters = getattr(self.driver, attribute, None)
-            if counters is not None and dataclasses.is_dataclass(counters):
-                stats.update(dataclasses.asdict(counters))  # type: ignore[arg-type]  # an instance
-        return stats
+    @property
+    def kind(self) -> str:
+        return self.driver.kind
+
+    def link_stats(self) -> dict[str, int]:
+        """Poll counts and the driver's own link counters (retries, frame errors...)."""
+        return {
+            "polls_ok": self.polls_ok,
+            "polls_failed": self.polls_failed,
+            **self.driver.link_stats(),
+        }
 
     def poll_now(self) -> None:
         """Read every group at once (after a command, to confirm it quickly)."""
@@ -125,42 +221,122 @@ class DeviceSupervisor:
             schedule.due_s = now
         self._wake.set()
 
-    def submit(self, name: str, action: Action) -> None:
-        """Run `action` between polls while connected; a newer one of the same name
-        replaces a pending one (a heartbeat only needs to happen once)."""
-        self._actions[name] = action
-        self._wake.set()
+    # -- the door ------------------------------------------------------------
 
-    async def _run_actions(self) -> None:
-        while self._actions:
-            # The CDU's comm-watchdog heartbeat goes before queued writes.
-            name = "heartbeat" if "heartbeat" in self._actions else next(iter(self._actions))
-            action = self._actions.pop(name)
-            try:
-                async with asyncio.timeout(self._settings.action_timeout_s):
-                    await action()
-            except (TimeoutError, DriverError) as exc:
-                streak = self._action_failures.get(name, 0) + 1
-                self._action_failures[name] = streak
-                if streak == 1:
-                    self._events.emit(
-                        "device_write_failed",
-                        Severity.WARNING,
-                        self.device_id,
-                        f"{self.device_id}: {name} failed: {_describe(exc)}",
-                        {"action": name},
-                    )
-                if isinstance(exc, TransportError | TimeoutError):
-                    raise TransportError(f"{name} failed: {exc}") from exc
-            else:
-                if self._action_failures.pop(name, 0):
-                    self._events.emit(
-                        "device_write_recovered",
-                        Severity.INFO,
-                        self.device_id,
-                        f"{self.device_id}: {name} succeeds again",
-                        {"action": name},
-                    )
+    def submit(
+        self,
+        name: str,
+        priority: OpPriority,
+        fn: OperationFn[D, T],
+        *,
+        key: str | None = None,
+        background: bool = False,
+    ) -> asyncio.Future[T]:
+        """Queue an operation on this device; the future has its result.
+
+        Operations run one at a time on this supervisor's task, highest
+        priority first, while the device is connected. A newer operation with
+        the same `key` replaces a pending one (a heartbeat, or "bring this
+        output to its winner", needs to happen once), takes the higher of the
+        two priorities, and both futures get its outcome. `background`: nobody
+        awaits the future (its failure is the supervisor's event)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        op = _Operation(name, priority, fn, future, key, next(self._queue.counter))
+        if key is not None and (old := self._queue.by_key.get(key)) is not None:
+            old.superseded = True
+            op.priority = min(op.priority, old.priority)
+            future.add_done_callback(functools.partial(_follow, target=old.future))
+        if key is not None:
+            self._queue.by_key[key] = op
+        if background:
+            future.add_done_callback(_retrieve)
+        self._queue.push(op)
+        self._wake.set()
+        return future
+
+    async def execute(
+        self,
+        name: str,
+        priority: OpPriority,
+        fn: OperationFn[D, T],
+        *,
+        key: str | None = None,
+        timeout_s: float | None = None,
+    ) -> T:
+        """Queue an operation and wait for its outcome, within an outer timeout
+        (its turn in the queue and the operation's own bound). An operation
+        that has not started when the time is up is taken off the queue."""
+        if timeout_s is None:
+            timeout_s = self._settings.action_timeout_s + QUEUE_WAIT_S
+        future = self.submit(name, priority, fn, key=key)
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await asyncio.shield(future)
+        except TimeoutError:
+            future.cancel()  # if it is still queued, it never runs
+            raise OperationTimeout(
+                f"{self.device_id}: {name} not done within {timeout_s:g} s"
+            ) from None
+
+    async def _run_operations(self) -> None:
+        while (op := self._queue.pop()) is not None:
+            await self._run_operation(op)
+
+    async def _run_operation(self, op: _Operation) -> None:
+        try:
+            async with asyncio.timeout(self._settings.action_timeout_s):
+                result = await op.fn(self.driver)
+        except (TimeoutError, DriverError) as exc:
+            self._op_failed(op, exc)
+            if not op.future.done():
+                op.future.set_exception(
+                    OperationTimeout(f"{self.device_id}: {op.name} timed out")
+                    if isinstance(exc, TimeoutError)
+                    else exc
+                )
+            if isinstance(exc, TransportError | TimeoutError):
+                raise TransportError(f"{op.name} failed: {_describe(exc)}") from exc
+            return
+        except asyncio.CancelledError:
+            op.future.cancel()
+            raise
+        except Exception as exc:  # a bug in an operation must not end supervision
+            log.exception("operation_failed", device=self.device_id, operation=op.name)
+            self._events.emit(
+                "supervisor_error",
+                Severity.ALARM,
+                self.device_id,
+                f"{self.device_id}: {op.name} failed unexpectedly: {type(exc).__name__}: {exc}",
+                {"operation": op.name, "error": type(exc).__name__},
+            )
+            if not op.future.done():
+                op.future.set_exception(exc)
+            return
+        if not op.future.done():
+            op.future.set_result(result)
+        if self._op_failures.pop(op.name, 0):
+            self._events.emit(
+                "device_write_recovered",
+                Severity.INFO,
+                self.device_id,
+                f"{self.device_id}: {op.name} succeeds again",
+                {"action": op.name},
+            )
+
+    def _op_failed(self, op: _Operation, exc: BaseException) -> None:
+        streak = self._op_failures.get(op.name, 0) + 1
+        self._op_failures[op.name] = streak
+        if streak == 1:  # the first of a streak; the rest go to the debug log
+            self._events.emit(
+                "device_write_failed",
+                Severity.WARNING,
+                self.device_id,
+                f"{self.device_id}: {op.name} failed: {_describe(exc)}",
+                {"action": op.name},
+            )
+        else:
+            log.debug("operation_failed_again", device=self.device_id, operation=op.name)
 
     async def run(self) -> None:
         """Supervise forever.
@@ -197,6 +373,7 @@ class DeviceSupervisor:
                 await self._close_quietly()
                 await self._sleep_with_staleness(self._backoff.next_delay_s())
         finally:
+            self._queue.cancel_all()  # whoever waits on one must not wait forever
             await self._close_quietly()
 
     async def _close_quietly(self) -> None:
@@ -217,17 +394,19 @@ class DeviceSupervisor:
             schedule.due_s = now
         while True:
             _raise_if_cancelling()
-            await self._run_actions()
+            await self._run_operations()
             now = loop.time()
             for schedule in self._schedules:
                 if schedule.due_s <= now + _DUE_MARGIN_S:
                     schedule.due_s = max(schedule.due_s + schedule.group.period_s, now)
                     await self._poll_group(schedule, loop)
+                    # Queued operations never wait behind more than one group read.
+                    await self._run_operations()
             self._refresh_staleness(loop.time())
             next_due = min(s.due_s for s in self._schedules)
             self._wake.clear()
             delay = next_due - loop.time()
-            if delay > _DUE_MARGIN_S and not self._actions:
+            if delay > _DUE_MARGIN_S and not self._queue:
                 try:
                     async with asyncio.timeout(delay):
                         await self._wake.wait()

@@ -1,11 +1,13 @@
 """Server BMC driver (kind "bmc"): sensors from the SDR repository, chassis, DCMI power, fans.
 
-Groups:
-- `sensors`: one Get Sensor Reading per sensor in the SDR repository, named
-  from the sensor's ID string (`GPU3 Temp` -> `gpu3_temp_c`, `Leak` -> `leak`).
-- `slow`: `chassis_power` ("on"/"off"), `power_w` (DCMI), `power_limit_w`,
-  `power_limit_active`, `fan_duty_pct` (zone 0; `fan_zone<z>_duty_pct` for
-  others), `fan_mode`; it also re-reads the SDRs when the repository changed.
+What is read when is the caller's policy, given as `BmcPollGroup`s: each group
+reads the SDR sensors its filter picks (one Get Sensor Reading each, named from
+the sensor's ID string: `GPU3 Temp` -> `gpu3_temp_c`, `Leak` -> `leak`) and, if
+it says so, the status block: `chassis_power` ("on"/"off"), `power_w` (DCMI),
+`power_limit_w`, `power_limit_active`, `fan_duty_pct` (zone 0;
+`fan_zone<z>_duty_pct` for others), `fan_mode`; the status block also re-reads
+the SDRs when the repository changed. Without groups: every sensor each
+`poll_s`, the status block each `slow_poll_s`.
 
 A reading flagged unavailable, with scanning disabled, or outside the SDR's
 sensor min/max is BAD, never GOOD. A sensor that stays unreadable through the
@@ -14,12 +16,13 @@ retries is BAD; a BMC that does not answer at all raises IpmiTimeout.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import structlog
 
-from drivers.base import Point, PollGroup, Quality
+from drivers.base import DeviceKind, Point, PollGroup, Quality
 from drivers.errors import ConfigurationError, DeviceError, TransportError, ValueRejected
 from drivers.ipmi.client import IpmiClient, IpmiCompletionError, IpmiCounters, IpmiTimeout
 from drivers.ipmi.codec import CompletionCode, NetFn
@@ -70,6 +73,25 @@ class Thresholds:
     unr: float | None
 
 
+def every_sensor(_record: SensorRecord) -> bool:
+    return True
+
+
+def no_sensor(_record: SensorRecord) -> bool:
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class BmcPollGroup:
+    """What one poll group reads: the sensors its filter picks, and the status
+    block (chassis, DCMI power and limit, fan duty and mode) if `status`."""
+
+    name: str
+    period_s: float
+    sensors: Callable[[SensorRecord], bool] = no_sensor
+    status: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class _Polled:
     """A sensor with what the hot path needs worked out once."""
@@ -97,7 +119,8 @@ class BmcDriver:
                  timeout_s: float = 1.0, retries: int = 2, *, slow_poll_s: float | None = None,
                  fan_zones: Sequence[int] = (0,),
                  power_limit_range_w: tuple[int, int] = (100, 30000),
-                 name: str | None = None, slow_non_thermal: bool = False) -> None:
+                 name: str | None = None,
+                 groups: Sequence[BmcPollGroup] | None = None) -> None:
         if not port:
             raise ConfigurationError("bmc: port is empty")
         if baud <= 0 or poll_s <= 0 or timeout_s <= 0 or retries < 0:
@@ -110,10 +133,12 @@ class BmcDriver:
         self.fan_zones = tuple(fan_zones)
         self.power_limit_range_w = power_limit_range_w
         self.name = name or port
-        # When set, only temperatures and discrete sensors (leak) are read every
-        # poll_s; fans and power, which the interlocks do not act on, move to
-        # the slow group. A full pod's BMC lines then carry a third fewer exchanges.
-        self.slow_non_thermal = slow_non_thermal
+        if groups is None:
+            groups = (BmcPollGroup("sensors", poll_s, every_sensor),
+                      BmcPollGroup("slow", self.slow_poll_s, status=True))
+        if not groups or len({g.name for g in groups}) != len(groups):
+            raise ConfigurationError(f"bmc {self.name}: poll groups must be named uniquely")
+        self.groups: dict[str, BmcPollGroup] = {g.name: g for g in groups}
         self._client = IpmiClient(self._write, timeout_s=timeout_s, retries=retries,
                                   name=self.name)
         self._line: SerialLine | None = None
@@ -125,11 +150,20 @@ class BmcDriver:
     # -- DeviceDriver -----------------------------------------------------------------
 
     @property
-    def kind(self) -> str:
-        return "bmc"
+    def kind(self) -> DeviceKind:
+        return DeviceKind.BMC
+
+    def link_stats(self) -> Mapping[str, int]:
+        c = self._client.counters
+        return {
+            **dataclasses.asdict(c),
+            "retries": max(0, c.attempts - c.requests),
+            "frame_errors": c.frame_errors + c.stale_replies,
+            "device_errors": c.completion_errors,
+        }
 
     def poll_groups(self) -> Sequence[PollGroup]:
-        return (PollGroup("sensors", self.poll_s), PollGroup("slow", self.slow_poll_s))
+        return tuple(PollGroup(g.name, g.period_s) for g in self.groups.values())
 
     async def connect(self) -> None:
         if self._line is not None and self._line.is_open:
@@ -156,14 +190,12 @@ class BmcDriver:
             await line.close()
 
     async def read_group(self, group: str) -> Mapping[str, Point]:
-        if group == "sensors":
-            return await self._read_sensors(thermal=True, other=not self.slow_non_thermal)
-        if group == "slow":
-            points = await self._read_slow()
-            if self.slow_non_thermal:
-                points.update(await self._read_sensors(thermal=False, other=True))
-            return points
-        raise ConfigurationError(f"bmc {self.name}: no group {group!r}")
+        spec = self.groups.get(group)
+        if spec is None:
+            raise ConfigurationError(f"bmc {self.name}: no group {group!r}")
+        points = await self._read_slow() if spec.status else {}
+        points.update(await self._read_sensors(spec.sensors))
+        return points
 
     # -- what the daemon can look at ---------------------------------------------------
 
@@ -293,15 +325,13 @@ class BmcDriver:
 
     # -- groups ---------------------------------------------------------------------------
 
-    async def _read_sensors(self, *, thermal: bool, other: bool) -> dict[str, Point]:
+    async def _read_sensors(self, wanted: Callable[[SensorRecord], bool]) -> dict[str, Point]:
         self._require_line()
         points: dict[str, Point] = {}
         polled = self._sdr.polled if self._sdr is not None else ()
         call = self._client.call
         for sensor in polled:
-            # Temperatures and discrete states (leak) are what safety acts on.
-            is_thermal = sensor.unit in ("C", "")
-            if not (thermal if is_thermal else other):
+            if not wanted(sensor.record):
                 continue
             try:
                 rsp = await call(NetFn.SENSOR_EVENT, Cmd.GET_SENSOR_READING, sensor.request)

@@ -18,17 +18,19 @@ stray task outlives it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import termios
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Final, TypeVar
 
 import structlog
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
-from pymodbus.exceptions import ModbusException
+from pymodbus.exceptions import ModbusException, ModbusIOException
 from pymodbus.pdu import ModbusPDU
 
-from drivers.base import Point, PollGroup
+from drivers.base import DeviceKind, Point, PollGroup
 from drivers.errors import (
     ConfigurationError,
     DeviceError,
@@ -86,6 +88,17 @@ class WriteNotConfirmed(DeviceError):
 Client = AsyncModbusTcpClient | AsyncModbusSerialClient
 
 
+@dataclass(slots=True)
+class CduCounters:
+    """Per-link counters (monotonic, never reset)."""
+
+    requests: int = 0  # requests asked for, retries not counted
+    retries: int = 0
+    timeouts: int = 0  # attempts that got no answer in time
+    frame_errors: int = 0  # answers that were not to our request, or malformed
+    device_errors: int = 0  # Modbus exception responses
+
+
 class CduDriver:
     """One CDU. Implements `drivers.base.DeviceDriver` (kind "cdu")."""
 
@@ -127,12 +140,16 @@ class CduDriver:
         # one bus, and a retry must not race another caller's reconnect.
         self._lock = asyncio.Lock()
         self._heartbeat_counter = 0
+        self.counters = CduCounters()
 
     # -- DeviceDriver ------------------------------------------------------
 
     @property
-    def kind(self) -> str:
-        return "cdu"
+    def kind(self) -> DeviceKind:
+        return DeviceKind.CDU
+
+    def link_stats(self) -> Mapping[str, int]:
+        return dataclasses.asdict(self.counters)
 
     def poll_groups(self) -> Sequence[PollGroup]:
         return self._groups
@@ -206,6 +223,16 @@ class CduDriver:
         if isinstance(mask, bool) or not isinstance(mask, int) or not 0 <= mask <= m.RACK_MASK_MAX:
             raise ValueRejected(f"rack isolation mask {mask!r} is outside 0–0xFFFF")
         await self._write_verified(m.HR_RACK_ISOLATION, mask)
+
+    async def set_rack_isolated(self, rack: int, closed: bool) -> None:
+        """Close (or open) rack `rack`'s supply valve alone: read 108, change the
+        rack's bit, write it and read it back. Not atomic on the wire: the
+        caller must be the only writer of 108 (the daemon's supervisor is)."""
+        if isinstance(rack, bool) or not isinstance(rack, int) or not 1 <= rack <= 16:
+            raise ValueRejected(f"rack {rack!r} is outside 1–16 (register 108 has 16 bits)")
+        mask = await self._read_holding(m.HR_RACK_ISOLATION)
+        bit = 1 << (rack - 1)
+        await self._write_verified(m.HR_RACK_ISOLATION, (mask | bit) if closed else (mask & ~bit))
 
     async def set_run(self, run: bool) -> None:
         await self._set_control_bit(ControlBit.RUN, run)
@@ -319,15 +346,24 @@ class CduDriver:
         """One request with `retries` retries on transport failure; registers of the answer."""
         attempt = 0
         closes = self._closes
+        self.counters.requests += 1
         async with self._lock:
             while True:
                 try:
                     return await self._attempt(what, call, expect_count, echo)
+                except ModbusDeviceError:
+                    self.counters.device_errors += 1
+                    raise
                 except TransportError as exc:
+                    if isinstance(exc, FrameError):
+                        self.counters.frame_errors += 1
+                    elif isinstance(exc.__cause__, TimeoutError | ModbusIOException):
+                        self.counters.timeouts += 1
                     self._drop_client()
                     attempt += 1
                     if attempt > self.retries or closes != self._closes:
                         raise
+                    self.counters.retries += 1
                     log.debug("cdu_retry", request=what, attempt=attempt, error=str(exc))
 
     def _check_answers_request(

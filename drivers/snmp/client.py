@@ -42,7 +42,9 @@ _ID_LIMIT = 2**31 - 1
 
 @dataclass(slots=True)
 class ClientStats:
+    requests: int = 0  # requests asked for, retransmissions not counted
     requests_sent: int = 0  # datagrams sent, retransmissions included
+    error_status: int = 0  # answers with an error-status (the agent said no)
     responses: int = 0
     timeouts: int = 0
     dropped: int = 0  # malformed, stale or unauthenticated datagrams
@@ -151,6 +153,7 @@ class SnmpClient:
     ) -> Pdu:
         """Send one request PDU and return the Response; raises on error-status."""
         vbs = tuple(varbinds)
+        self.stats.requests += 1
         if self._user is None:
             community = self._write_community if pdu_type is PduType.SET else self._community
 
@@ -167,6 +170,7 @@ class SnmpClient:
         if pdu.type is not PduType.RESPONSE:
             raise DeviceError(f"agent answered with a {pdu.type.name} PDU")
         if pdu.error_status != ErrorStatus.NO_ERROR:
+            self.stats.error_status += 1
             raise status_error(pdu.error_status, pdu.error_index, f"{pdu_type.name} {self.host}")
         return pdu
 

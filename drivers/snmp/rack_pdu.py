@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 
 import structlog
 
-from drivers.base import Point, PollGroup, Quality
+from drivers.base import DeviceKind, Point, PollGroup, Quality
 from drivers.errors import ConfigurationError, DeviceError, ValueRejected
 from drivers.snmp.ber import Oid
 from drivers.snmp.client import ClientStats, SnmpClient
@@ -111,8 +111,20 @@ class SnmpPduDriver:
     # ------------------------------------------------------------ DeviceDriver
 
     @property
-    def kind(self) -> str:
-        return "pdu"
+    def kind(self) -> DeviceKind:
+        return DeviceKind.PDU
+
+    def link_stats(self) -> Mapping[str, int]:
+        s = self._client.stats
+        return {
+            "requests": s.requests,
+            "retries": max(0, s.requests_sent - s.requests),
+            "timeouts": s.timeouts,
+            "frame_errors": s.dropped,  # malformed, stale or unauthenticated datagrams
+            "device_errors": s.error_status,
+            "requests_sent": s.requests_sent,
+            "responses": s.responses,
+        }
 
     @property
     def stats(self) -> ClientStats:

@@ -7,7 +7,7 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
-from megapodd.api.server import MAX_REQUEST_BYTES
+from megapodd.commands.payload import MAX_REQUEST_BYTES
 
 
 class ApiClientError(Exception):

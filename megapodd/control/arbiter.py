@@ -1,43 +1,110 @@
 """OutputArbiter: one owner decides each actuator value (invariant 1).
 
-Priority: interlock > technician override (always with an expiry) > control
-loop > configured default. Every change of owner is an event. Writes are the
-drivers' verified writes (read back, invariant 4); a background write that
-fails is retried with backoff from the control tick and raised as an event.
+Priority: interlock > technician override at the pod (always with an expiry)
+> fleet command (always with an expiry) > control loop / power budget >
+configured default. A lower owner never replaces or ends a higher one's claim,
+and every change of owner is an event.
+
+The arbiter never touches a driver. Every write is an operation on the
+device's supervisor queue (at the priority of the owner it serves), and the
+operation writes whatever wins *when it runs*, not when it was queued: a
+queued write can therefore never land after, and undo, a newer claim. Writes
+are the OutputSpec's verified writes (read back, invariant 4); a background
+write that fails is retried with backoff from the control tick and raised as
+an event by the supervisor.
+
+Discrete outputs (outlets, chassis power, rack isolation, lead pump) are
+arbitrated like continuous ones. Besides standing claims they take momentary
+actions (`act`: "outlet 3 on" from megapodctl) and one-shot pulses (a reboot):
+both are refused while a higher owner holds the output, and end the standing
+claims of their own owner and of lower ones. With no owner left a discrete
+output stays as it was left: nothing is re-energised or reopened by itself.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+import functools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol, TypeVar
 
 from drivers.errors import ValueRejected
 from megapodd.backoff import Backoff
 from megapodd.events import EventBus, Severity
+from megapodd.outputs.catalog import OutputInstance
+from megapodd.outputs.spec import OutputSpec, OutputValue
+from megapodd.supervisor import OperationFn, OpPriority
 
-# Writes one value and confirms it (the driver reads it back).
-Writer = Callable[[float], Awaitable[None]]
-# Hands the actuator back to the device's own control when nobody claims it.
-Unowned = Callable[[], Awaitable[None]]
-# Runs a write on the device's own link, between polls (DeviceSupervisor.submit).
-Submit = Callable[[str, Callable[[], Awaitable[None]]], None]
+T = TypeVar("T")
 
 MAX_OVERRIDE_S = 8 * 3600.0
 
 
 class Owner(enum.IntEnum):
     DEFAULT = 0
-    LOOP = 1
-    OVERRIDE = 2
-    INTERLOCK = 3
+    LOOP = 1  # control loops and the power budget
+    FLEET = 2  # commands from the fleet over MQTT
+    OVERRIDE = 3  # a technician at the pod
+    INTERLOCK = 4
+
+
+# Claims that always end by themselves.
+EXPIRING = frozenset({Owner.FLEET, Owner.OVERRIDE})
+
+# The queue priority of a write made for each owner.
+OP_PRIORITY: Mapping[Owner, OpPriority] = {
+    Owner.INTERLOCK: OpPriority.INTERLOCK,
+    Owner.OVERRIDE: OpPriority.TECHNICIAN,
+    Owner.FLEET: OpPriority.FLEET,
+    Owner.LOOP: OpPriority.LOOP,
+    Owner.DEFAULT: OpPriority.LOOP,
+}
+
+
+class Door(Protocol):
+    """What the arbiter needs of a device's supervisor."""
+
+    @property
+    def device_id(self) -> str: ...
+
+    def submit(
+        self,
+        name: str,
+        priority: OpPriority,
+        fn: OperationFn[Any, T],
+        *,
+        key: str | None = None,
+        background: bool = False,
+    ) -> asyncio.Future[T]: ...
+
+    async def execute(
+        self,
+        name: str,
+        priority: OpPriority,
+        fn: OperationFn[Any, T],
+        *,
+        key: str | None = None,
+        timeout_s: float | None = None,
+    ) -> T: ...
+
+    def poll_now(self) -> None: ...
+
+
+class OutputHeld(ValueRejected):
+    """Refused: a higher owner holds the output. The message names it."""
+
+    def __init__(self, message: str, holder: Claim) -> None:
+        super().__init__(message)
+        self.holder = holder
 
 
 @dataclass(frozen=True, slots=True)
 class Claim:
     owner: Owner
-    value: float
-    by: str
+    value: OutputValue
+    by: str  # who: "uid 1001", "mqtt", an interlock's id, a loop's id
     expires_mono_s: float | None = None
 
     def as_json(self, now_mono_s: float) -> dict[str, object]:
@@ -52,19 +119,33 @@ class Claim:
 
 @dataclass(slots=True)
 class Output:
-    name: str  # "<device>.<output>", e.g. "cdu1.pump_speed_pct"
+    name: str  # "<device>.<output>", e.g. "cdu1.pump_speed_pct", "pdu-r1a.outlet_3"
     device_id: str
-    writer: Writer
-    submit: Submit
-    on_unowned: Unowned | None = None
+    spec: OutputSpec[Any]
+    index: int | None
+    door: Door
     claims: dict[Owner, Claim] = field(default_factory=dict)
-    written: float | None = None  # last value confirmed on the device
-    handed_back: bool = False  # on_unowned ran: the device controls itself
+    written: OutputValue | None = None  # last value confirmed on the device (None: unknown)
+    handed_back: bool = False  # the device controls itself (hand_back ran)
+    force_write: bool = False  # the next sync writes even a value that seems written
     retry_at_s: float | None = None  # a background write failed: try again then
     backoff: Backoff = field(default_factory=lambda: Backoff(initial_s=1.0, max_s=30.0))
 
     def winner(self) -> Claim | None:
         return self.claims[max(self.claims)] if self.claims else None
+
+    def held_above(self, owner: Owner) -> Claim | None:
+        """The claim that outranks `owner`, if any."""
+        winner = self.winner()
+        return winner if winner is not None and winner.owner > owner else None
+
+
+def _held_message(output: Output, holder: Claim) -> str:
+    who = f"interlock {holder.by}" if holder.owner is Owner.INTERLOCK else holder.by
+    return (
+        f"{output.name} is held at {holder.value} by {who} "
+        f"({holder.owner.name.lower()}); try again once it is released"
+    )
 
 
 class OutputArbiter:
@@ -73,108 +154,179 @@ class OutputArbiter:
         self._clock = clock
         self.outputs: dict[str, Output] = {}
 
-    def add_output(
-        self,
-        name: str,
-        device_id: str,
-        writer: Writer,
-        submit: Submit,
-        default: float | None,
-        on_unowned: Unowned | None = None,
-    ) -> None:
-        output = Output(name, device_id, writer, submit, on_unowned)
+    def add(self, instance: OutputInstance, door: Door, default: OutputValue | None = None) -> None:
+        output = Output(instance.name, instance.device_id, instance.spec, instance.index, door)
         if default is not None:
-            output.claims[Owner.DEFAULT] = Claim(Owner.DEFAULT, default, "config")
-        self.outputs[name] = output
+            value = instance.spec.check(default, instance.name)
+            output.claims[Owner.DEFAULT] = Claim(Owner.DEFAULT, value, "config")
+        self.outputs[instance.name] = output
+
+    def output(self, name: str) -> Output:
+        """The output called `name`, or ValueRejected listing the known ones."""
+        output = self.outputs.get(name)
+        if output is None:
+            known = ", ".join(sorted(self.outputs)) or "none"
+            raise ValueRejected(f"no output {name!r}; outputs: {known}")
+        return output
+
+    # -- standing claims ---------------------------------------------------
+
+    def _checked(self, output: Output, claim: Claim) -> Claim:
+        value = output.spec.check(claim.value, output.name)
+        if claim.owner in EXPIRING:
+            if claim.expires_mono_s is None:
+                raise ValueRejected(f"an {claim.owner.name.lower()} claim always has an expiry")
+            if claim.expires_mono_s - self._clock() > MAX_OVERRIDE_S:
+                raise ValueRejected(
+                    f"an override may last at most {MAX_OVERRIDE_S / 3600:.0f} h"
+                )
+        return replace(claim, value=value)
 
     async def claim(self, name: str, claim: Claim) -> Claim | None:
         """Set a claim; if it wins, write it now and wait for the confirmation.
 
-        A failed write withdraws the claim (nothing was changed) and raises.
-        Returns the winning claim, which may belong to a higher owner."""
-        output = self.outputs[name]
-        if claim.owner is Owner.OVERRIDE:
-            if claim.expires_mono_s is None:
-                raise ValueError("an override always has an expiry")
-            if claim.expires_mono_s - self._clock() > MAX_OVERRIDE_S:
-                raise ValueError(f"an override may last at most {MAX_OVERRIDE_S / 3600:.0f} h")
+        A failed write withdraws the claim and raises; the device is then
+        brought back to whoever wins. Returns the winning claim, which may
+        belong to a higher owner (the new claim then takes effect when that
+        one releases)."""
+        output = self.output(name)
+        claim = self._checked(output, claim)
         before = output.winner()
         replaced = output.claims.get(claim.owner)
         output.claims[claim.owner] = claim
-        after = output.winner()
-        if after is not claim:
-            return after  # held by a higher owner; takes effect when that releases
+        if output.winner() is not claim:
+            return output.winner()  # held by a higher owner
+        # Loops re-claim every period: an unchanged value costs no write.
+        force = claim.owner > Owner.LOOP or not output.spec.continuous
+        output.force_write |= force
         try:
-            await output.writer(claim.value)
-        except BaseException as exc:
-            # The claim did not take.
-            if output.claims.get(claim.owner) is claim:  # not replaced meanwhile
+            await output.door.execute(
+                f"write {name}",
+                OP_PRIORITY[claim.owner],
+                self._write_winner(output),
+                key=f"sync:{name}",
+            )
+        except BaseException:
+            if output.claims.get(claim.owner) is claim:  # the claim did not take
                 if replaced is None:
                     del output.claims[claim.owner]
                 else:
                     output.claims[claim.owner] = replaced
-            if not isinstance(exc, ValueRejected):
-                # Something may have reached the device: a write in several
-                # steps (pump speed, then mode) can half happen. Bring the
-                # device back to whoever wins now.
-                output.written = None
-                self._sync_in_background(output)
+            self._sync(output, force=True)  # a write in several steps may half happen
             raise
-        if output.winner() is not claim:
-            # Someone else (an interlock trip, an expiry) won while we wrote:
-            # the device must follow them, not us.
-            output.written = None
-            self._sync_in_background(output)
-            return output.winner()
-        output.written = claim.value
-        output.handed_back = False
-        output.retry_at_s = None
+        after = output.winner()
         self._announce(output, before, after, "claimed")
         return after
 
     def claim_in_background(self, name: str, claim: Claim, reason: str) -> Claim | None:
         """Set a claim without waiting for the device: the write is queued on
-        the device's link and retried until it holds (interlocks use this: a
-        trip must never wait on, or fail with, one slow device)."""
-        if claim.owner is Owner.OVERRIDE:
-            raise ValueError("overrides are claimed with claim(), which confirms them")
-        output = self.outputs[name]
+        the device's supervisor and retried until it holds (interlocks use
+        this: a trip must never wait on, or fail with, one slow device)."""
+        output = self.output(name)
+        claim = self._checked(output, claim)
         before = output.winner()
         output.claims[claim.owner] = claim
         after = output.winner()
+        if after is not claim:
+            return after  # held by a higher owner: the device stays as it is
         self._announce(output, before, after, reason)
-        self._sync_in_background(output)
+        self._sync(output, force=True)
         return after
 
     def release(self, name: str, owner: Owner, reason: str) -> Claim | None:
         """Withdraw an owner's claim; the next owner's value is written in the background."""
-        output = self.outputs[name]
+        output = self.output(name)
         before = output.winner()
         if output.claims.pop(owner, None) is None:
             return before
         after = output.winner()
+        if after is before:
+            return after  # a lower claim ended: nothing changes on the device
         self._announce(output, before, after, reason)
-        self._sync_in_background(output)
+        self._sync(output, force=True)
         return after
+
+    # -- momentary actions on discrete outputs -----------------------------
+
+    async def act(self, name: str, value: object, owner: Owner, by: str) -> OutputValue:
+        """Set a discrete output now without a standing claim ("outlet 3 on").
+
+        Refused while a higher owner holds it; ends the standing claims of
+        `owner` and of lower owners (acting at the pod replaces them)."""
+        output = self.output(name)
+        if output.spec.continuous:
+            raise ValueRejected(f"{name} is continuous: use an override")
+        state = output.spec.check(value, name)
+        self._refuse_if_held(output, owner)
+
+        async def operation(driver: Any) -> OutputValue:
+            self._refuse_if_held(output, owner)  # a trip may have come first
+            self._end_claims_up_to(output, owner, f"{state} by {by}")
+            output.written = None  # unknown until confirmed
+            await output.spec.write(driver, state, output.index)
+            output.written, output.handed_back = state, False
+            return state
+
+        result = await output.door.execute(f"{state} {name}", OP_PRIORITY[owner], operation)
+        output.door.poll_now()  # the store shows the new state at once
+        return result
+
+    async def pulse(self, name: str, operation_name: str, owner: Owner, by: str) -> str:
+        """A one-shot operation (outlet reboot, power cycle): refused while a
+        higher owner holds the output, sent once, never retried."""
+        output = self.output(name)
+        spec = output.spec
+        pulse_op = spec.pulse
+        if pulse_op is None:
+            raise ValueRejected(f"{name} has no one-shot operations")
+        which = spec.check_pulse(operation_name, name)
+        self._refuse_if_held(output, owner)
+
+        async def operation(driver: Any) -> str:
+            self._refuse_if_held(output, owner)
+            self._end_claims_up_to(output, owner, f"{which} by {by}")
+            output.written = None
+            await pulse_op(driver, which, output.index)
+            output.written = spec.states[0]  # a reboot or a cycle ends powered
+            return which
+
+        result = await output.door.execute(f"{which} {name}", OP_PRIORITY[owner], operation)
+        output.door.poll_now()
+        return result
+
+    def _refuse_if_held(self, output: Output, owner: Owner) -> None:
+        holder = output.held_above(owner)
+        if holder is not None:
+            raise OutputHeld(_held_message(output, holder), holder)
+
+    def _end_claims_up_to(self, output: Output, owner: Owner, why: str) -> None:
+        for ended in [o for o in output.claims if o <= owner]:
+            before = output.winner()
+            del output.claims[ended]
+            self._announce(output, before, output.winner(), why)
+
+    # -- lifecycle ---------------------------------------------------------
 
     def start(self) -> None:
         """At daemon start: bring every output to its winner, and hand the ones
         nobody claims back to the device's own control. Overrides live in
         memory, so one that was running when the daemon stopped ends here."""
         for output in self.outputs.values():
-            self._sync_in_background(output)
+            if output.claims or output.spec.hand_back is not None:
+                self._sync(output, force=True)
 
     def tick(self) -> None:
-        """Expire overrides and retry failed background writes (from the control tick)."""
+        """Expire overrides and fleet claims; retry failed background writes."""
         now = self._clock()
         for output in self.outputs.values():
-            override = output.claims.get(Owner.OVERRIDE)
-            expires = override.expires_mono_s if override is not None else None
-            if expires is not None and now >= expires:
-                self.release(output.name, Owner.OVERRIDE, "override expired")
+            for owner in EXPIRING:
+                claim = output.claims.get(owner)
+                expires = claim.expires_mono_s if claim is not None else None
+                if expires is not None and now >= expires:
+                    self.release(output.name, owner, f"{owner.name.lower()} expired")
             if output.retry_at_s is not None and now >= output.retry_at_s:
                 output.retry_at_s = None
-                self._sync_in_background(output)
+                self._sync(output, force=True)
 
     def snapshot(self) -> dict[str, object]:
         now = self._clock()
@@ -185,32 +337,61 @@ class OutputArbiter:
                 "owner": winner.owner.name.lower() if winner else None,
                 "value": winner.value if winner else None,
                 "written": output.written,
+                "unit": output.spec.unit,
+                "values": output.spec.describe_values(),
                 "claims": [c.as_json(now) for _, c in sorted(output.claims.items(), reverse=True)],
             }
         return result
 
-    def _sync_in_background(self, output: Output) -> None:
-        """Bring the device to whatever the winner is when the write runs (not
-        when it was queued), so a queued write can never undo a newer claim."""
+    # -- writing -----------------------------------------------------------
 
-        async def sync() -> None:
-            done = False
-            try:
-                winner = output.winner()
-                if winner is not None:
-                    if winner.value != output.written or output.handed_back:
-                        await output.writer(winner.value)
-                        output.written, output.handed_back = winner.value, False
-                elif output.on_unowned is not None and not output.handed_back:
-                    await output.on_unowned()
-                    output.written, output.handed_back = None, True
-                done = True
-                output.backoff.reset()
-            finally:
-                if not done:  # refused, lost or timed out: try again from the tick
-                    output.retry_at_s = self._clock() + output.backoff.next_delay_s()
+    def _write_winner(self, output: Output) -> OperationFn[Any, Claim | None]:
+        """The operation that brings the device to whoever wins when it runs."""
 
-        output.submit(f"sync:{output.name}", sync)
+        async def write(driver: Any) -> Claim | None:
+            winner = output.winner()
+            force, output.force_write = output.force_write, False
+            spec = output.spec
+            if winner is None:
+                if spec.hand_back is not None and (force or not output.handed_back):
+                    output.written = None
+                    await spec.hand_back(driver, output.index)
+                    output.handed_back = True
+                return None
+            if force or output.handed_back or winner.value != output.written:
+                output.written = None  # unknown until confirmed: a step may half happen
+                try:
+                    await spec.write(driver, winner.value, output.index)
+                except BaseException:
+                    output.force_write = True
+                    raise
+                output.written, output.handed_back = winner.value, False
+            return winner
+
+        return write
+
+    def _sync(self, output: Output, force: bool) -> None:
+        """Queue "bring the device to the winner" in the background, retried
+        from the tick with backoff until it holds."""
+        output.force_write |= force
+        winner = output.winner()
+        priority = OP_PRIORITY[winner.owner] if winner is not None else OpPriority.LOOP
+        future = output.door.submit(
+            f"sync {output.name}",
+            priority,
+            self._write_winner(output),
+            key=f"sync:{output.name}",
+            background=True,
+        )
+        future.add_done_callback(functools.partial(self._synced, output))
+
+    def _synced(self, output: Output, done: asyncio.Future[Claim | None]) -> None:
+        if done.cancelled() or done.exception() is not None:
+            # Refused, lost or timed out: try again from the tick.
+            output.force_write = True
+            output.retry_at_s = self._clock() + output.backoff.next_delay_s()
+        else:
+            output.backoff.reset()
 
     def _announce(
         self, output: Output, before: Claim | None, after: Claim | None, why: str
@@ -229,12 +410,15 @@ class OutputArbiter:
                     },
                 )
             return
+        if before is None and after is None:
+            return
         frm = before.owner.name.lower() if before else "none"
         to = after.owner.name.lower() if after else "none"
         value = after.value if after else output.written
         message = f"{output.name}: owner {frm} -> {to} ({why}); value {value}"
         if after is None:
-            message += " (back to the device's own control)" if output.on_unowned else " stays"
+            back = output.spec.hand_back is not None
+            message += " (back to the device's own control)" if back else " stays"
         self._events.emit(
             "output_owner_changed",
             Severity.INFO,

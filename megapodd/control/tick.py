@@ -16,7 +16,7 @@ from megapodd.sdnotify import Notifier
 
 
 @dataclass(slots=True)
-class HeartbeatDue:
+class TickDuty:
     """A periodic duty of the tick: call `action` every `period_s`."""
 
     period_s: float
@@ -25,13 +25,13 @@ class HeartbeatDue:
 
 
 class ControlTick:
-    def __init__(self, tick_s: float, notifier: Notifier, duties: Sequence[HeartbeatDue]) -> None:
+    def __init__(self, tick_s: float, notifier: Notifier, duties: Sequence[TickDuty]) -> None:
         self._tick_s = tick_s
         self._notifier = notifier
         self._duties = list(duties)
         if notifier.watchdog_interval_s is not None:
             # systemd's advice: ping at half the interval at least.
-            self._duties.append(HeartbeatDue(notifier.watchdog_interval_s / 2, self._feed))
+            self._duties.append(TickDuty(notifier.watchdog_interval_s / 2, self._feed))
         self.ticks = 0
 
     def _feed(self) -> None:

@@ -1,8 +1,9 @@
 """Store-and-forward queue for events: never drops one, keeps their order.
 
-Every event is appended to a journal in the state directory the moment it is
-made (one write, no fsync: a daemon crash loses nothing the kernel has), and
-read back from there in order. A side file holds the offset of the last event
+Every event is appended to a journal in the state directory by the journal's
+own task, within a loop iteration of being made (one write, no fsync: a daemon
+crash loses nothing the kernel has; whoever emits an event never waits on the
+disk), and read back from there in order. A side file holds the offset of the last event
 the broker acknowledged, rewritten every few acknowledgements and at exit, so
 a restart re-sends at most a handful (delivery is at least once: subscribers
 tell events apart by boot_id and seq). When the journal cannot be written
@@ -12,10 +13,12 @@ A line that does not parse (a torn write at power loss) is skipped and counted.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -27,6 +30,8 @@ log = structlog.get_logger("megapodd.outbox")
 
 # Rewrite the committed offset after this many acknowledgements.
 _COMMIT_EVERY = 50
+# An unwritable journal is tried again this often (events wait in memory).
+_RETRY_WRITE_S = 1.0
 
 
 def _line(payload: dict[str, object]) -> bytes:
@@ -47,8 +52,18 @@ def _parse(line: bytes) -> dict[str, object] | None:
 
 
 class EventOutbox:
-    def __init__(self, journal_path: Path, memory_max: int = 10_000) -> None:
+    def __init__(
+        self,
+        journal_path: Path,
+        memory_max: int = 10_000,
+        on_ready: Callable[[], None] = lambda: None,
+    ) -> None:
         self._path = journal_path
+        self._on_ready = on_ready  # told when journalled events are there to send
+        self._to_write = asyncio.Event()
+        # peek() handed out the head of the memory queue (journal unwritable):
+        # the journal must not take it until it is popped or given back.
+        self._sending_from_memory = False
         self._offset_path = journal_path.with_name(journal_path.name + ".offset")
         self._memory_max = memory_max
         self._cache: deque[tuple[dict[str, object], int]] = deque()  # event, its end offset
@@ -65,22 +80,50 @@ class EventOutbox:
         return self._pending + len(self._unwritten)
 
     def put(self, payload: dict[str, object]) -> None:
+        """Take an event (never blocks; the journal task writes it)."""
         self._unwritten.append(payload)
+        self._to_write.set()
+
+    async def run_journal(self) -> None:
+        """The journal's task: write what was put, retry while the disk refuses."""
+        while True:
+            await self._to_write.wait()
+            self.write_journal()
+            if self._write_failing:
+                await asyncio.sleep(_RETRY_WRITE_S)
+
+    def write_journal(self) -> None:
+        """Append what waits in memory to the journal (the task's one step)."""
+        self._to_write.clear()
+        if self._sending_from_memory or not self._unwritten:
+            if self._unwritten:
+                self._to_write.set()  # after the pop
+            return
         self._flush()
+        if self._write_failing:
+            self._to_write.set()
+        self._on_ready()
 
     def peek(self) -> dict[str, object] | None:
         """The oldest event not yet acknowledged, or None."""
         if not self._cache:
-            self._flush()
             self._fill()
         if self._cache:
             return self._cache[0][0]
-        return self._unwritten[0] if self._unwritten else None
+        if self._write_failing and self._unwritten:
+            self._sending_from_memory = True
+            return self._unwritten[0]
+        return None
+
+    def give_back(self) -> None:
+        """The head from peek() was not acknowledged (the broker went away)."""
+        self._sending_from_memory = False
 
     def pop(self) -> None:
         """The broker acknowledged the head: drop it for good."""
         if not self._cache:
             self._unwritten.popleft()  # the journal is unwritable: memory only
+            self._sending_from_memory = False
             return
         _, end = self._cache.popleft()
         self._committed = end

@@ -7,31 +7,30 @@ that trips claims its outputs at the highest priority (invariant 1) and stays
 (invariant 3). A point with no good reading for the rule's stale_after trips it
 unless the rule says hold (invariant 2). Readings from BMCs must agree on two
 consecutive reads before a rule acts on them (invariant 8). Tripped and latched
-rules are saved atomically and restored before any output is written.
+rules are saved atomically and restored before any output is written; the
+saving happens in the state writer's task, after the outputs are claimed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import enum
+import functools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 
-from drivers.base import PointValue, Quality
+from drivers.base import DeviceKind, PointValue, Quality
 from megapodd.config import InterlockConfig
 from megapodd.control.arbiter import Claim, OutputArbiter, Owner
 from megapodd.events import EventBus, Severity
-from megapodd.safety.persist import load_state, save_state
+from megapodd.safety.persist import AtomicFiles, State, StateWriter, load_state
 from megapodd.store import PointStore
 
 log = structlog.get_logger("megapodd.safety")
-
-# More cooling is safer for pumps, valves and fans; less power for a power limit.
-_LOWER_IS_SAFER = (".power_limit_w",)
 
 # Without a configured stale_after_s, at least this long without a good reading.
 DEFAULT_STALE_AFTER_S = 5.0
@@ -85,26 +84,28 @@ class InterlockEngine:
     def __init__(
         self,
         rules: Sequence[InterlockConfig],
-        device_kinds: dict[str, str],
-        slowest_poll_s: dict[str, float],
+        device_kinds: Mapping[str, DeviceKind],
+        slowest_poll_s: Mapping[str, float],
         store: PointStore,
         arbiter: OutputArbiter,
         events: EventBus,
         state_path: Path,
         clock: Callable[[], float],
         wall_clock: Callable[[], float] = time.time,
+        files: AtomicFiles | None = None,
     ) -> None:
         self._store = store
         self._arbiter = arbiter
         self._events = events
         self._state_path = state_path
+        self.state_writer = StateWriter(state_path, self._state, events, files)
         self._clock = clock
         self._wall_clock = wall_clock
         self._rules: dict[str, _Rule] = {}
         self._by_point: dict[tuple[str, str], list[_Rule]] = {}
         for config in rules:
             confirm = config.confirm_reads
-            if device_kinds.get(config.device) == "bmc":
+            if device_kinds.get(config.device) is DeviceKind.BMC:
                 confirm = max(confirm, BMC_MIN_CONFIRM_READS)
             # By default, three of the device's slowest polls: a point read in
             # the slow group must not look stale between two normal reads.
@@ -116,7 +117,6 @@ class InterlockEngine:
             self._by_point.setdefault((config.device, config.point), []).append(rule)
         self._started_s: float | None = None
         self._listeners: list[Callable[[], None]] = []
-        store.add_reading_listener(self._on_readings)
 
     def add_listener(self, listener: Callable[[], None]) -> None:
         """Told whenever any rule changes state (the MQTT `interlocks` topic)."""
@@ -166,7 +166,8 @@ class InterlockEngine:
 
     # -- evaluation ----------------------------------------------------------
 
-    def _on_readings(self, device_id: str, names: frozenset[str]) -> None:
+    def on_readings(self, device_id: str, names: frozenset[str]) -> None:
+        """Every reading of a device (a subscriber of the store, wired at the root)."""
         for name in names:
             for rule in self._by_point.get((device_id, name), ()):
                 point = self._store.get(device_id, name)
@@ -306,7 +307,8 @@ class InterlockEngine:
             values = [
                 a.value for r in holders for a in r.config.actions if a.output == action.output
             ]
-            value = min(values) if action.output.endswith(_LOWER_IS_SAFER) else max(values)
+            spec = self._arbiter.output(action.output).spec
+            value = functools.reduce(spec.safer, values)
             claim = Claim(Owner.INTERLOCK, value, ", ".join(r.config.id for r in holders))
             self._arbiter.claim_in_background(action.output, claim, why)
 
@@ -325,8 +327,8 @@ class InterlockEngine:
                 output, Owner.INTERLOCK, f"interlock {reset_rule.config.id} reset"
             )
 
-    def _save(self) -> None:
-        state: dict[str, dict[str, object]] = {
+    def _state(self) -> State:
+        return {
             rule_id: {
                 "state": rule.state.value,
                 "since": rule.since_ts,
@@ -336,17 +338,10 @@ class InterlockEngine:
             for rule_id, rule in self._rules.items()
             if rule.state is not RuleState.NORMAL
         }
-        try:
-            save_state(self._state_path, state)
-        except OSError as exc:
-            # The rules still act; only a restart would forget them. Say so loudly.
-            log.exception("interlock_state_not_saved", path=str(self._state_path))
-            self._events.emit(
-                "interlock_state_not_saved",
-                Severity.CRITICAL,
-                "megapodd",
-                f"cannot save interlock state to {self._state_path}: {exc}",
-            )
+
+    def _save(self) -> None:
+        """Ask the state writer's task to save (never waits on the disk)."""
+        self.state_writer.request()
 
 
 def _number(value: object, default: float | None) -> float | None:

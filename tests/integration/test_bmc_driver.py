@@ -14,6 +14,7 @@ from drivers.errors import ConfigurationError, TransportError, ValueRejected
 from drivers.ipmi.bmc import BmcDriver
 from drivers.ipmi.client import IpmiTimeout
 from drivers.ipmi.sdr import SdrError
+from megapodd.devices.bmc import bmc_poll_groups
 from sim_devices.bmc import BmcFarm, BmcSpec, BmcState, ServedBmc, serve_bmcs
 from tests.helpers import free_tcp_port
 
@@ -309,9 +310,9 @@ def test_driver_satisfies_the_contract() -> None:
     assert [(g.name, g.period_s) for g in driver.poll_groups()] == [("sensors", 1.0), ("slow", 1.0)]
 
 
-async def test_slow_non_thermal_reads_fans_and_power_with_the_slow_group(rig: Rig) -> None:
+async def test_the_daemons_policy_reads_fans_and_power_with_the_slow_group(rig: Rig) -> None:
     rig.sim.state.placeholder_physics = False
-    rig.driver.slow_non_thermal = True
+    rig.driver.groups = {g.name: g for g in bmc_poll_groups(poll_s=2.0, slow_poll_s=5.0)}
     fast = await rig.driver.read_group("sensors")
     slow = await rig.driver.read_group("slow")
     thermal = [p for p in POINTS if p.endswith("_c") or p == "leak"]

@@ -72,7 +72,7 @@ async def test_bmc_points_reach_mqtt_and_chassis_off_shows_on_the_next_poll(
         sock = str(tmp_path / "d.sock")
         code, out, err = await megapodctl("--socket", sock, "server", "r1s01", "off")
         assert code == 0, err
-        assert "power now off" in out
+        assert "done; power off" in out
         assert not state.chassis_on
         loop = asyncio.get_running_loop()
         asked = loop.time()

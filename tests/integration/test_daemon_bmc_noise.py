@@ -75,8 +75,8 @@ async def test_noisy_lines_never_publish_a_wrong_good_value(
                     if point is not None and point.quality == "good":
                         believed.append((device, name, point.value))
 
-            daemon.store.add_listener(record)
-            supervisors = [daemon.devices.bmcs[n].supervisor for n in ("r1s01", "r1s02")]
+            daemon.store.changes.add("test recorder", record)
+            supervisors = [daemon.devices.bmcs[n][1] for n in ("r1s01", "r1s02")]
             ok_before = sum(s.polls_ok for s in supervisors)
             failed_before = sum(s.polls_failed for s in supervisors)
 
@@ -91,7 +91,8 @@ async def test_noisy_lines_never_publish_a_wrong_good_value(
                     await collect()
             ok = sum(s.polls_ok for s in supervisors) - ok_before
             failed = sum(s.polls_failed for s in supervisors) - failed_before
-            frame_errors = sum(daemon.devices.bmcs[n].driver.counters.frame_errors for n in truth)
+            bmcs = daemon.devices.bmcs
+            frame_errors = sum(bmcs[n][1].driver.counters.frame_errors for n in truth)
     finally:
         await farm.close()
 

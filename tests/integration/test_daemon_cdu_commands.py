@@ -41,7 +41,8 @@ async def test_override_writes_verified_and_refusals_change_nothing(
 
             # 15 % is below the CDU's valid range: refused before the wire.
             requests_before = len(cdu.requests)
-            with pytest.raises(ApiClientError, match=r"refused: pump speed setpoint 15"):
+            refusal = r"refused: cdu1.pump_speed_pct 15.0 is outside 20–100 %"
+            with pytest.raises(ApiClientError, match=refusal):
                 await call(sock, "override", {**request, "value": 15.0})
             # Only comm-watchdog heartbeats (register 106) were written since.
             since = list(cdu.requests)[requests_before:]

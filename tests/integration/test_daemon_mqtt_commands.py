@@ -8,6 +8,7 @@ import asyncio
 import json
 import shutil
 import socket
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -56,8 +57,11 @@ async def _ask(
     timeout_s: float = 15.0,
     reply_topic: str | None = None,
 ) -> dict[str, Any]:
-    """Publish a command as a fleet client would and wait for its reply."""
+    """Publish a command as a fleet client would (with a fresh request id
+    unless the arguments name one) and wait for its reply."""
     reply_topic = reply_topic or f"fleet/replies/{pod}"
+    if isinstance(args, dict) and "request_id" not in args:
+        args = {"request_id": uuid.uuid4().hex, **args}
     async with aiomqtt.Client(
         broker.host, broker.port, protocol=aiomqtt.ProtocolVersion.V5
     ) as client:
@@ -85,7 +89,7 @@ async def test_an_outlet_command_over_mqtt_is_run_answered_and_audited(
         await wait_until(
             lambda: (
                 daemon.store.device("pdu-r1a").state is DeviceState.ONLINE
-                and daemon.publisher.connected
+                and daemon.mqtt.connected
             ),
             timeout_s=10,
         )
@@ -107,6 +111,7 @@ async def test_an_outlet_command_over_mqtt_is_run_answered_and_audited(
         assert "'outlet' must be an integer from 1 to 24" in out_of_range["error"]
         rejected = [e for e in daemon.events.recent if e.type == "command_rejected"]
         assert rejected and rejected[-1].data["args"] == {
+            "request_id": rejected[-1].data["args"]["request_id"],  # type: ignore[index]
             "pdu": "pdu-r1a",
             "outlet": 99,
             "action": "on",
@@ -123,7 +128,7 @@ async def test_an_outlet_command_over_mqtt_is_run_answered_and_audited(
             wildcard.ResponseTopic = "fleet/#"
             await client.publish(
                 "megapod/v1/pod-cmd-on/cmd/outlet",
-                json.dumps({"pdu": "pdu-r1a", "outlet": 8, "action": "off"}),
+                json.dumps({"request_id": "w-1", "pdu": "pdu-r1a", "outlet": 8, "action": "off"}),
                 qos=1,
                 properties=wildcard,
             )
@@ -149,7 +154,7 @@ async def test_a_retained_command_is_not_replayed_at_connect(
 ) -> None:
     topic = "megapod/v1/pod-cmd-ret/cmd/outlet"
     async with aiomqtt.Client(mosquitto.host, mosquitto.port) as client:
-        command = {"pdu": "pdu-r1a", "outlet": 6, "action": "off"}
+        command = {"request_id": "r-1", "pdu": "pdu-r1a", "outlet": 6, "action": "off"}
         await client.publish(topic, json.dumps(command), qos=1, retain=True)
     config = _config(tmp_path, mosquitto, "pod-cmd-ret", farm["pdu-r1a"].port, enabled=True)
     try:
@@ -170,7 +175,7 @@ async def test_commands_are_off_unless_enabled(
 ) -> None:
     config = _config(tmp_path, mosquitto, "pod-cmd-off", farm["pdu-r1a"].port, enabled=False)
     async with running_daemon(config) as daemon:
-        await wait_until(lambda: daemon.publisher.connected, timeout_s=10)
+        await wait_until(lambda: daemon.mqtt.connected, timeout_s=10)
         with pytest.raises(TimeoutError):
             await _ask(
                 mosquitto,
@@ -203,12 +208,12 @@ async def test_a_broker_that_goes_away_is_reconnected_with_commands_on(
     proc = await start_broker()
     try:
         async with running_daemon(config) as daemon:
-            await wait_until(lambda: daemon.publisher.connected, timeout_s=10)
+            await wait_until(lambda: daemon.mqtt.connected, timeout_s=10)
             proc.terminate()
             await proc.wait()
-            await wait_until(lambda: daemon.publisher.connect_failures >= 1, timeout_s=40)
+            await wait_until(lambda: daemon.mqtt.connect_failures >= 1, timeout_s=40)
             proc = await start_broker()
-            await wait_until(lambda: daemon.publisher.connected, timeout_s=40)
+            await wait_until(lambda: daemon.mqtt.connected, timeout_s=40)
             # A dropped broker is an ordinary reconnect, not a failed service.
             assert not [e for e in daemon.events.recent if e.type == "service_failed"]
             reply = await _ask(

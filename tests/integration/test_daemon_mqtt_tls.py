@@ -118,7 +118,7 @@ async def test_publishes_over_tls_with_client_certificate_and_password(
     context = ssl.create_default_context(cafile=str(pki / "ca.pem"))
     context.load_cert_chain(str(pki / "client.pem"), str(pki / "client.key"))
     async with running_daemon(config) as daemon:
-        await wait_until(lambda: daemon.publisher.connected, timeout_s=10)
+        await wait_until(lambda: daemon.mqtt.connected, timeout_s=10)
         async with aiomqtt.Client(
             "127.0.0.1",
             broker.port,
@@ -140,6 +140,6 @@ async def test_a_wrong_password_keeps_retrying_and_the_daemon_runs_on(
     broker, pki = tls_broker
     config = _tls_config(tmp_path, broker, pki, "pod-tls-bad", "wrong")
     async with running_daemon(config) as daemon:
-        await wait_until(lambda: daemon.publisher.connect_failures >= 2, timeout_s=10)
-        assert not daemon.publisher.connected
-        assert daemon.publisher.pending_events >= 1  # daemon_started waits, not lost
+        await wait_until(lambda: daemon.mqtt.connect_failures >= 2, timeout_s=10)
+        assert not daemon.mqtt.connected
+        assert daemon.mqtt.pending_events >= 1  # daemon_started waits, not lost

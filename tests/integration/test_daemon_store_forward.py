@@ -29,7 +29,7 @@ async def test_events_queued_without_a_broker_survive_a_restart(
             await wait_until(
                 lambda: any(e.type == "device_online" for e in daemon.events.recent), 5
             )
-            assert not daemon.publisher.connected
+            assert not daemon.mqtt.connected
             queued = [e.as_json() for e in daemon.events.recent]
             first_boot = daemon.boot_id
         spill = tmp_path / "state" / "events-outbox.jsonl"

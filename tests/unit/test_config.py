@@ -194,6 +194,8 @@ actions = [
     {output = "cdu1.pump_speed_pct", value = 10},
     {output = "cdu1.valve", value = 100},
     {output = "pdu-r1a.outlet", value = 1},
+    {output = "pdu-r1a.outlet_3", value = "dim"},
+    {output = "pdu-r1a.outlet_4", value = "off"},
 ]
 [[interlock]]
 id = "hot"
@@ -203,7 +205,12 @@ trip_when = "true"
 """
     )
     problems = _problems(tmp_path, text)
-    assert "interlock.0.actions.0.value: 10 is outside 20–100 for pump_speed_pct" in problems
+    assert "interlock.0.actions.0.value: cdu1.pump_speed_pct 10 is outside 20–100 %" in problems
+    assert (
+        "interlock.0.actions.3.value: pdu-r1a.outlet_3 takes one of on | off; got 'dim'"
+        in problems
+    )
+    assert not any("actions.4" in p for p in problems)  # a discrete state that exists
     assert any(
         p.startswith("interlock.0.actions.1.output: no output 'cdu1.valve'") for p in problems
     )

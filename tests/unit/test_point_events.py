@@ -12,7 +12,7 @@ def _setup() -> tuple[PointStore, EventBus]:
     store, events = PointStore(), EventBus("boot")
     store.add_device("cdu1", "cdu")
     store.add_device("pdu1", "pdu")
-    PointEvents(store, events)
+    store.changes.add("point events", PointEvents(store, events).on_change)
     return store, events
 
 

@@ -10,7 +10,7 @@ def test_good_values_age_to_stale_and_bad_ones_stay_bad() -> None:
     store = PointStore()
     store.add_device("d", "cdu")
     changes: list[frozenset[str]] = []
-    store.add_listener(lambda _device, names: changes.append(names))
+    store.changes.add("test", lambda _device, names: changes.append(names))
     store.update("d", {"t_c": Point(30.0, "C"), "p_kpa": Point(None, "kPa", Quality.BAD)}, 0, 0)
     store.mark_stale("d", ["t_c", "p_kpa"], now_mono_s=2.9, stale_after_s=3.0)
     assert store.get("d", "t_c").quality is Quality.GOOD  # type: ignore[union-attr]

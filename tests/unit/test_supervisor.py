@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pytest
 
-from drivers.base import Point, PollGroup, Quality
+from drivers.base import DeviceKind, Point, PollGroup, Quality
 from drivers.errors import ConfigurationError, DeviceError, TransportError
 from megapodd.events import EventBus
 from megapodd.store import DeviceState, PointStore
-from megapodd.supervisor import DeviceSupervisor, SupervisorSettings
+from megapodd.supervisor import DeviceSupervisor, OperationTimeout, OpPriority, SupervisorSettings
 
 pytestmark = pytest.mark.looptime
 
@@ -30,8 +30,12 @@ class ScriptedDriver:
     value: float = 30.0
 
     @property
-    def kind(self) -> str:
-        return "cdu"
+    def kind(self) -> DeviceKind:
+        return DeviceKind.CDU
+
+    def link_stats(self) -> Mapping[str, int]:
+        return {"requests": len(self.reads), "retries": 0, "timeouts": 0, "frame_errors": 0,
+                "device_errors": 0}
 
     def poll_groups(self) -> Sequence[PollGroup]:
         return (PollGroup("fast", 1.0),)
@@ -51,14 +55,16 @@ class ScriptedDriver:
         return {"supply_temp_c": Point(self.value, "degC")}
 
 
-async def _run(supervisor: DeviceSupervisor, seconds: float) -> None:
+async def _run(supervisor: DeviceSupervisor[ScriptedDriver], seconds: float) -> None:
     task = asyncio.create_task(supervisor.run())
     await asyncio.sleep(seconds)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
 
 
-def _make(driver: ScriptedDriver) -> tuple[DeviceSupervisor, PointStore, EventBus]:
+def _make(
+    driver: ScriptedDriver,
+) -> tuple[DeviceSupervisor[ScriptedDriver], PointStore, EventBus]:
     store, events = PointStore(), EventBus()
     supervisor = DeviceSupervisor("dev", driver, store, events, SupervisorSettings(1.0, 1.5, 1.5))
     return supervisor, store, events
@@ -154,28 +160,99 @@ async def test_configuration_error_stops_fast_retries_and_says_why() -> None:
     await asyncio.gather(task, return_exceptions=True)
 
 
-async def test_submitted_actions_run_between_polls_and_failures_are_events() -> None:
+async def test_operations_run_between_polls_and_failures_are_events() -> None:
     driver = ScriptedDriver()
     supervisor, _, events = _make(driver)
     done: list[str] = []
 
-    async def ok() -> None:
+    async def ok(_driver: ScriptedDriver) -> str:
         done.append("ok")
+        return "done"
 
-    async def refused() -> None:
+    async def refused(_driver: ScriptedDriver) -> None:
         raise DeviceError("exception 04", code=4)
 
     task = asyncio.create_task(supervisor.run())
     await asyncio.sleep(0.5)
-    supervisor.submit("heartbeat", ok)
-    supervisor.submit("heartbeat", ok)  # coalesced with the pending one
-    supervisor.submit("set", refused)
+    first = supervisor.submit("heartbeat", OpPriority.HEARTBEAT, ok, key="heartbeat")
+    second = supervisor.submit("heartbeat", OpPriority.HEARTBEAT, ok, key="heartbeat")
+    failing = supervisor.submit("set", OpPriority.TECHNICIAN, refused)
     await asyncio.sleep(0.1)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
-    assert done == ["ok"]
+    assert done == ["ok"]  # coalesced with the pending one
+    assert first.result() == second.result() == "done"  # both callers get its outcome
+    with pytest.raises(DeviceError, match="exception 04"):
+        failing.result()
     [failed] = [e for e in events.recent if e.type == "device_write_failed"]
     assert "exception 04" in failed.message
+
+
+async def test_the_queue_runs_by_priority_and_each_operation_alone() -> None:
+    driver = ScriptedDriver()
+    supervisor, _, _ = _make(driver)
+    steps: list[str] = []
+
+    def operation(name: str) -> Callable[[ScriptedDriver], Awaitable[None]]:
+        async def run(_driver: ScriptedDriver) -> None:
+            steps.append(f"{name} start")
+            await asyncio.sleep(0.2)  # a multi-step write: nothing may slip in between
+            steps.append(f"{name} end")
+
+        return run
+
+    task = asyncio.create_task(supervisor.run())
+    await asyncio.sleep(0.5)
+    supervisor.submit("loop", OpPriority.LOOP, operation("loop"))
+    await asyncio.sleep(0.05)  # "loop" is running now; others queue behind it
+    supervisor.submit("fleet", OpPriority.FLEET, operation("fleet"))
+    supervisor.submit("tech", OpPriority.TECHNICIAN, operation("tech"))
+    supervisor.submit("interlock", OpPriority.INTERLOCK, operation("interlock"))
+    await asyncio.sleep(2.0)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert steps == [
+        "loop start", "loop end",  # already running: atomic, finishes first
+        "interlock start", "interlock end",
+        "tech start", "tech end",
+        "fleet start", "fleet end",
+    ]
+
+
+async def test_an_operation_that_waits_too_long_is_taken_off_the_queue() -> None:
+    driver = ScriptedDriver(refuse_connect=TransportError("no route"))
+    supervisor, _, _ = _make(driver)
+    ran: list[str] = []
+
+    async def write(_driver: ScriptedDriver) -> None:
+        ran.append("write")
+
+    task = asyncio.create_task(supervisor.run())
+    with pytest.raises(OperationTimeout, match="not done within 3 s"):
+        await supervisor.execute("write", OpPriority.TECHNICIAN, write, timeout_s=3.0)
+    driver.refuse_connect = None  # the device is back: the abandoned write must not run
+    await asyncio.sleep(5.0)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert ran == [] and driver.connects >= 2
+
+
+async def test_a_bug_in_an_operation_is_an_alarm_and_the_device_stays_online() -> None:
+    driver = ScriptedDriver()
+    supervisor, store, events = _make(driver)
+
+    async def buggy(_driver: ScriptedDriver) -> None:
+        raise KeyError("bug")
+
+    task = asyncio.create_task(supervisor.run())
+    await asyncio.sleep(0.5)
+    with pytest.raises(KeyError):
+        await supervisor.execute("buggy", OpPriority.LOOP, buggy)
+    await asyncio.sleep(1.0)
+    assert store.device("dev").state is DeviceState.ONLINE
+    assert any(e.type == "supervisor_error" and "buggy" in e.message for e in events.recent)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 async def test_a_hung_connect_or_a_driver_bug_never_ends_supervision() -> None:

@@ -1,0 +1,1 @@
+"""Outputs: what an actuator is (OutputSpec), declared once per device family."""

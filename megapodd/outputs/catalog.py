@@ -1,0 +1,246 @@
+"""Every actuator of every device family, declared once.
+
+This is the one place in the daemon that calls a driver's write API: each
+entry says how its value is written and confirmed, and the device's
+supervisor runs that as one atomic operation on its queue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from drivers.base import DeviceKind
+from drivers.ipmi.bmc import BmcDriver
+from drivers.ipmi.commands import ChassisAction
+from drivers.modbus.cdu import CduDriver
+from drivers.modbus.cdu_map import ControlMode, LeadPump
+from drivers.snmp.rack_pdu import OutletAction, SnmpPduDriver
+from megapodd.outputs.spec import OutputSpec, OutputValue, SafeDirection
+
+# -- CDU ---------------------------------------------------------------------
+
+
+async def _write_pump_speed(driver: CduDriver, pct: OutputValue, _index: int | None) -> None:
+    # The setpoint counts only in remote-speed mode; write it first so the
+    # pumps never run at a stale setpoint after the switch.
+    await driver.set_pump_speed_pct(float(pct))
+    await driver.set_control_mode(ControlMode.REMOTE_SPEED)
+
+
+async def _pumps_to_cdu(driver: CduDriver, _index: int | None) -> None:
+    # Nobody drives the pumps: the CDU's own constant-Δp control takes over.
+    await driver.set_control_mode(ControlMode.LOCAL_DP)
+
+
+async def _write_valve(driver: CduDriver, pct: OutputValue, _index: int | None) -> None:
+    await driver.set_facility_valve_pct(float(pct))
+
+
+_LEAD_PUMPS = {"auto": LeadPump.AUTO, "pump1": LeadPump.PUMP1, "pump2": LeadPump.PUMP2}
+
+
+async def _write_lead_pump(driver: CduDriver, lead: OutputValue, _index: int | None) -> None:
+    await driver.set_lead_pump(_LEAD_PUMPS[str(lead)])
+
+
+async def _write_isolation(driver: CduDriver, state: OutputValue, rack: int | None) -> None:
+    if rack is None:
+        raise ValueError("rack isolation needs a rack number")
+    await driver.set_rack_isolated(rack, state == "closed")
+
+
+CDU_OUTPUTS: tuple[OutputSpec[CduDriver], ...] = (
+    OutputSpec(
+        "pump_speed_pct",
+        DeviceKind.CDU,
+        "secondary pump speed setpoint (remote-speed mode)",
+        _write_pump_speed,
+        "registers 102 and 101 read back",
+        unit="%",
+        low=20.0,
+        high=100.0,
+        safe_direction=SafeDirection.HIGHER,
+        failsafe=100.0,
+        slew_per_s=2.0,  # pump loops scan slowly (Vertiv: 10 s); a flow step takes seconds
+        hand_back=_pumps_to_cdu,
+        feedback_point="pump_speed_setpoint_pct",
+    ),
+    OutputSpec(
+        "facility_valve_pct",
+        DeviceKind.CDU,
+        "facility-water valve setpoint (0 % = full bypass)",
+        _write_valve,
+        "register 104 read back",
+        unit="%",
+        low=0.0,
+        high=100.0,
+        safe_direction=SafeDirection.HIGHER,
+        failsafe=100.0,
+        slew_per_s=2.0,
+        feedback_point="facility_valve_position_pct",
+    ),
+    OutputSpec(
+        "lead_pump",
+        DeviceKind.CDU,
+        "which pump leads (the other stands by)",
+        _write_lead_pump,
+        "register 103 read back",
+        states=("auto", "pump1", "pump2"),
+        ranks=(0, 0, 0),
+        aliases={"1": "pump1", "2": "pump2"},
+        feedback_point="lead_pump",
+    ),
+    OutputSpec(
+        "rack_{n}_isolation",
+        DeviceKind.CDU,
+        "rack n's coolant supply isolation valve",
+        _write_isolation,
+        "register 108 read back (read, set the rack's bit, write)",
+        states=("open", "closed"),
+        ranks=(0, 1),
+    ),
+)
+
+# -- PDU ---------------------------------------------------------------------
+
+
+async def _write_outlet(driver: SnmpPduDriver, state: OutputValue, outlet: int | None) -> None:
+    if outlet is None:
+        raise ValueError("an outlet needs its number")
+    await driver.set_outlet(outlet, OutletAction(str(state)))
+
+
+async def _pulse_outlet(driver: SnmpPduDriver, operation: str, outlet: int | None) -> None:
+    if outlet is None:
+        raise ValueError("an outlet needs its number")
+    await driver.set_outlet(outlet, OutletAction(operation))
+
+
+PDU_OUTPUTS: tuple[OutputSpec[SnmpPduDriver], ...] = (
+    OutputSpec(
+        "outlet_{n}",
+        DeviceKind.PDU,
+        "switched outlet n",
+        _write_outlet,
+        "outlet state read back with no command pending",
+        states=("on", "off"),
+        ranks=(0, 1),
+        pulses=("reboot",),
+        pulse=_pulse_outlet,
+        feedback_point="outlet_{n:02d}_state",
+    ),
+)
+
+# -- BMC ---------------------------------------------------------------------
+
+_CHASSIS = {
+    "on": ChassisAction.ON,
+    "off": ChassisAction.OFF,
+    "soft_off": ChassisAction.SOFT_SHUTDOWN,
+    "cycle": ChassisAction.CYCLE,
+    "reset": ChassisAction.HARD_RESET,
+}
+
+
+async def _write_chassis(driver: BmcDriver, state: OutputValue, _index: int | None) -> None:
+    await driver.chassis_control(_CHASSIS[str(state)])
+
+
+async def _pulse_chassis(driver: BmcDriver, operation: str, _index: int | None) -> None:
+    await driver.chassis_control(_CHASSIS[operation])
+
+
+async def _write_fan_duty(driver: BmcDriver, pct: OutputValue, _index: int | None) -> None:
+    for zone in driver.fan_zones:
+        await driver.set_fan_duty_pct(zone, round(float(pct)))
+
+
+async def _write_power_limit(driver: BmcDriver, watts: OutputValue, _index: int | None) -> None:
+    await driver.set_power_limit_w(round(float(watts)))
+
+
+async def _no_power_limit(driver: BmcDriver, _index: int | None) -> None:
+    await driver.set_power_limit_w(None)
+
+
+BMC_OUTPUTS: tuple[OutputSpec[BmcDriver], ...] = (
+    OutputSpec(
+        "chassis_power",
+        DeviceKind.BMC,
+        "server power (soft_off: the OS shuts down, then power goes off)",
+        _write_chassis,
+        "on/off: power state read back; soft_off: the BMC's completion code",
+        states=("on", "soft_off", "off"),
+        ranks=(0, 1, 2),
+        aliases={"soft": "soft_off"},
+        pulses=("cycle", "reset"),
+        pulse=_pulse_chassis,
+        feedback_point="chassis_power",
+    ),
+    OutputSpec(
+        "fan_duty_pct",
+        DeviceKind.BMC,
+        "fan duty of every zone",
+        _write_fan_duty,
+        "each zone's duty read back",
+        unit="%",
+        # Liquid takes the GPUs' and CPUs' heat; the fans still cool memory,
+        # NICs and PSUs, so never below 20 %.
+        low=20.0,
+        high=100.0,
+        safe_direction=SafeDirection.HIGHER,
+        failsafe=100.0,
+        slew_per_s=10.0,
+        feedback_point="fan_duty_pct",
+    ),
+    OutputSpec(
+        "power_limit_w",
+        DeviceKind.BMC,
+        "DCMI power cap (none: the server runs uncapped)",
+        _write_power_limit,
+        "DCMI Get Power Limit read back, active",
+        unit="W",
+        low=100.0,
+        high=30_000.0,
+        safe_direction=SafeDirection.LOWER,
+        hand_back=_no_power_limit,
+        feedback_point="power_limit_w",
+    ),
+)
+
+CATALOG: dict[DeviceKind, Sequence[OutputSpec[Any]]] = {
+    DeviceKind.CDU: CDU_OUTPUTS,
+    DeviceKind.PDU: PDU_OUTPUTS,
+    DeviceKind.BMC: BMC_OUTPUTS,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class OutputInstance:
+    """One output of one device, e.g. `pdu-r1a.outlet_3`."""
+
+    device_id: str
+    spec: OutputSpec[Any]
+    index: int | None
+
+    @property
+    def name(self) -> str:
+        return f"{self.device_id}.{self.spec.instance_name(self.index)}"
+
+
+def device_outputs(
+    device_id: str, kind: DeviceKind, outlets: int = 0, racks: Iterable[int] = ()
+) -> list[OutputInstance]:
+    """Every output of one device: one per outlet of a PDU, one per rack for
+    the CDU's isolation valves, one of each other kind."""
+    result: list[OutputInstance] = []
+    for spec in CATALOG[kind]:
+        if not spec.indexed:
+            result.append(OutputInstance(device_id, spec, None))
+        elif kind is DeviceKind.PDU:
+            result += [OutputInstance(device_id, spec, n) for n in range(1, outlets + 1)]
+        else:
+            result += [OutputInstance(device_id, spec, n) for n in sorted(set(racks))]
+    return result
