@@ -28,6 +28,7 @@ API
     sim.requests              recent requests seen (RequestRecord), newest last
     sim.writes                accepted writes (address, value) in order
     faults: sim.silent = True (read requests, never answer), sim.drop_connections(),
+            sim.write_latency_s = s (a slow controller: writes answered s late, TCP),
             sim.pump_seize(n), sim.pump_fault(n), state.leak_zones = mask,
             sim.override_input(addr, raw) / sim.stick_input(addr) / sim.clear_override(addr)
             (sensor stuck or out of range: a fixed raw word for an input register)
@@ -192,6 +193,8 @@ class SimulatedCdu:
         self.tick_s = tick_s
         self.autostep = autostep
         self.silent = False
+        # A slow controller: each write (FC 06/16) is answered, and applied, this late.
+        self.write_latency_s = 0.0
         self.requests: deque[RequestRecord] = deque(maxlen=1000)
         self.writes: list[tuple[int, int]] = []
         self.port = 0
@@ -613,6 +616,8 @@ class SimulatedCdu:
                 pdu = await reader.readexactly(length - 1)
                 if self.silent:  # a dead controller: the request goes nowhere
                     continue
+                if self.write_latency_s > 0 and pdu[:1] in (b"\x06", b"\x10"):
+                    await asyncio.sleep(self.write_latency_s)
                 reply = self.handle_pdu(unit, pdu)
                 if reply is None:
                     continue

@@ -6,11 +6,14 @@ import asyncio
 import contextlib
 import json
 import sys
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from megapodd.app import Daemon
 from megapodd.config import Config, load_config
@@ -99,3 +102,37 @@ async def megapodctl(*args: str, timeout_s: float = 30.0) -> tuple[int, str, str
         out, err = await proc.communicate()
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
+
+
+async def fleet_command(
+    broker: MosquittoBroker,
+    pod: str,
+    verb: str,
+    args: object,
+    timeout_s: float = 15.0,
+    reply_topic: str | None = None,
+) -> dict[str, Any]:
+    """Publish a command as a fleet client would (MQTT 5, response topic and
+    correlation data; a fresh request id unless the arguments name one) and
+    wait for its reply, checking the correlation data comes back."""
+    reply_topic = reply_topic or f"fleet/replies/{pod}/{uuid.uuid4().hex}"
+    if isinstance(args, dict) and "request_id" not in args:
+        args = {"request_id": uuid.uuid4().hex, **args}
+    correlation = uuid.uuid4().bytes
+    async with aiomqtt.Client(
+        broker.host, broker.port, protocol=aiomqtt.ProtocolVersion.V5
+    ) as client:
+        await client.subscribe(reply_topic, qos=1)
+        properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        properties.ResponseTopic = reply_topic
+        properties.CorrelationData = correlation
+        payload = args if isinstance(args, bytes) else json.dumps(args).encode()
+        await client.publish(f"megapod/v1/{pod}/cmd/{verb}", payload, qos=1, properties=properties)
+        async with asyncio.timeout(timeout_s):
+            async for message in client.messages:
+                assert message.properties is not None
+                assert getattr(message.properties, "CorrelationData", None) == correlation
+                assert isinstance(message.payload, bytes)
+                reply: dict[str, Any] = json.loads(message.payload)
+                return reply
+    raise AssertionError("unreachable")

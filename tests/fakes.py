@@ -19,21 +19,19 @@ from megapodd.store import PointStore
 from megapodd.supervisor import DeviceSupervisor, SupervisorSettings
 
 
-@dataclass
-class RecordingDriver:
-    """Stands in for a CDU, PDU or BMC driver; `refuse` makes every write fail."""
+class QuietDriver:
+    """A DeviceDriver that is always there and reads one point: what a
+    supervisor needs to run operations on it."""
 
-    device_kind: DeviceKind
-    calls: list[tuple[str, Any]] = field(default_factory=list)
-    refuse: bool = False
-    fan_zones: tuple[int, ...] = (0,)
+    device_kind = DeviceKind.CDU
+    poll_period_s = 10.0
 
     @property
     def kind(self) -> DeviceKind:
         return self.device_kind
 
     def poll_groups(self) -> Sequence[PollGroup]:
-        return (PollGroup("g", 10.0),)
+        return (PollGroup("g", self.poll_period_s),)
 
     async def connect(self) -> None:
         return None
@@ -42,10 +40,20 @@ class RecordingDriver:
         return None
 
     async def read_group(self, group: str) -> Mapping[str, Point]:
-        return {}
+        return {"ok": Point(True)}
 
     def link_stats(self) -> Mapping[str, int]:
         return {}
+
+
+@dataclass
+class RecordingDriver(QuietDriver):
+    """Stands in for a CDU, PDU or BMC driver; `refuse` makes every write fail."""
+
+    device_kind: DeviceKind = DeviceKind.CDU
+    calls: list[tuple[str, Any]] = field(default_factory=list)
+    refuse: bool = False
+    fan_zones: tuple[int, ...] = (0,)
 
     def _record(self, name: str, value: Any) -> None:
         if self.refuse:

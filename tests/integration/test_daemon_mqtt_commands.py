@@ -8,10 +8,8 @@ import asyncio
 import json
 import shutil
 import socket
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import aiomqtt
 import pytest
@@ -20,7 +18,7 @@ from paho.mqtt.properties import Properties
 
 from megapodd.store import DeviceState
 from sim_devices.pdu import PduFarm, PduSpec, serve_pdus
-from tests.daemon_helpers import running_daemon, write_config
+from tests.daemon_helpers import fleet_command, running_daemon, write_config
 from tests.helpers import MosquittoBroker, free_tcp_port, wait_until
 
 pytestmark = pytest.mark.integration
@@ -49,38 +47,6 @@ def _config(tmp_path: Path, broker: MosquittoBroker, pod: str, port: int, enable
     return config
 
 
-async def _ask(
-    broker: MosquittoBroker,
-    pod: str,
-    verb: str,
-    args: object,
-    timeout_s: float = 15.0,
-    reply_topic: str | None = None,
-) -> dict[str, Any]:
-    """Publish a command as a fleet client would (with a fresh request id
-    unless the arguments name one) and wait for its reply."""
-    reply_topic = reply_topic or f"fleet/replies/{pod}"
-    if isinstance(args, dict) and "request_id" not in args:
-        args = {"request_id": uuid.uuid4().hex, **args}
-    async with aiomqtt.Client(
-        broker.host, broker.port, protocol=aiomqtt.ProtocolVersion.V5
-    ) as client:
-        await client.subscribe(reply_topic, qos=1)
-        properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-        properties.ResponseTopic = reply_topic
-        properties.CorrelationData = b"req-42"
-        payload = args if isinstance(args, bytes) else json.dumps(args).encode()
-        await client.publish(f"megapod/v1/{pod}/cmd/{verb}", payload, qos=1, properties=properties)
-        async with asyncio.timeout(timeout_s):
-            async for message in client.messages:
-                assert message.properties is not None
-                assert getattr(message.properties, "CorrelationData", None) == b"req-42"
-                assert isinstance(message.payload, bytes)
-                reply: dict[str, Any] = json.loads(message.payload)
-                return reply
-    raise AssertionError("unreachable")
-
-
 async def test_an_outlet_command_over_mqtt_is_run_answered_and_audited(
     tmp_path: Path, mosquitto: MosquittoBroker, farm: PduFarm
 ) -> None:
@@ -93,7 +59,7 @@ async def test_an_outlet_command_over_mqtt_is_run_answered_and_audited(
             ),
             timeout_s=10,
         )
-        reply = await _ask(
+        reply = await fleet_command(
             mosquitto, "pod-cmd-on", "outlet", {"pdu": "pdu-r1a", "outlet": 5, "action": "off"}
         )
         assert reply == {"ok": True, "result": {"pdu": "pdu-r1a", "outlet": 5, "state": "off"}}
@@ -101,11 +67,11 @@ async def test_an_outlet_command_over_mqtt_is_run_answered_and_audited(
         audit = [e for e in daemon.events.recent if e.type == "command"][-1]
         assert isinstance(audit.data["caller"], dict) and audit.data["caller"]["via"] == "mqtt"
 
-        refused = await _ask(mosquitto, "pod-cmd-on", "reset", {"interlock": "x"})
+        refused = await fleet_command(mosquitto, "pod-cmd-on", "reset", {"interlock": "x"})
         assert refused["ok"] is False and "'reset' is not a command over MQTT" in refused["error"]
-        bad = await _ask(mosquitto, "pod-cmd-on", "outlet", b"{not json")
+        bad = await fleet_command(mosquitto, "pod-cmd-on", "outlet", b"{not json")
         assert bad["ok"] is False and "request is not JSON" in bad["error"]
-        out_of_range = await _ask(
+        out_of_range = await fleet_command(
             mosquitto, "pod-cmd-on", "outlet", {"pdu": "pdu-r1a", "outlet": 99, "action": "on"}
         )
         assert "'outlet' must be an integer from 1 to 24" in out_of_range["error"]
@@ -132,13 +98,13 @@ async def test_an_outlet_command_over_mqtt_is_run_answered_and_audited(
                 qos=1,
                 properties=wildcard,
             )
-        deep = await _ask(mosquitto, "pod-cmd-on", "outlet", b"[" * 50_000)
+        deep = await fleet_command(mosquitto, "pod-cmd-on", "outlet", b"[" * 50_000)
         assert deep["ok"] is False
         assert farm["pdu-r1a"].model.outlet_is_on(8)
         assert not [e for e in daemon.events.recent if e.type == "service_failed"]
         # Replies never go under the pods' own topics.
         with pytest.raises(TimeoutError):
-            await _ask(
+            await fleet_command(
                 mosquitto,
                 "pod-cmd-on",
                 "outlet",
@@ -177,7 +143,7 @@ async def test_commands_are_off_unless_enabled(
     async with running_daemon(config) as daemon:
         await wait_until(lambda: daemon.mqtt.connected, timeout_s=10)
         with pytest.raises(TimeoutError):
-            await _ask(
+            await fleet_command(
                 mosquitto,
                 "pod-cmd-off",
                 "outlet",
@@ -216,7 +182,7 @@ async def test_a_broker_that_goes_away_is_reconnected_with_commands_on(
             await wait_until(lambda: daemon.mqtt.connected, timeout_s=40)
             # A dropped broker is an ordinary reconnect, not a failed service.
             assert not [e for e in daemon.events.recent if e.type == "service_failed"]
-            reply = await _ask(
+            reply = await fleet_command(
                 broker, "pod-cmd-drop", "outlet", {"pdu": "pdu-r1a", "outlet": 2, "action": "off"}
             )
             assert reply["ok"] is True

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 import shutil
 from collections.abc import AsyncIterator
@@ -10,6 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from sim_devices.cdu import CduState, SimulatedCdu
+from tests.peers import run_tool
 
 pytestmark = pytest.mark.interop
 
@@ -49,18 +49,8 @@ async def sim() -> AsyncIterator[SimulatedCdu]:
 
 
 async def mbpoll(*args: str) -> tuple[int, str]:
-    assert MBPOLL is not None
-    proc = await asyncio.create_subprocess_exec(
-        MBPOLL, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-    )
-    try:
-        async with asyncio.timeout(10):
-            out, _ = await proc.communicate()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    return proc.returncode or 0, out.decode()
+    code, out, err = await run_tool("mbpoll", *args, timeout_s=10.0)
+    return code, out + err
 
 
 def signed_values(output: str) -> dict[int, int]:

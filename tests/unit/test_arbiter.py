@@ -5,12 +5,12 @@ discrete outputs held by higher owners, fleet claims below a technician's."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import pytest
 
-from drivers.base import DeviceKind, Point, PollGroup
+from drivers.base import DeviceKind
 from drivers.errors import DeviceError, ValueRejected
 from megapodd.control.arbiter import Claim, OutputArbiter, OutputHeld, Owner
 from megapodd.events import EventBus
@@ -18,12 +18,13 @@ from megapodd.outputs.catalog import OutputInstance
 from megapodd.outputs.spec import OutputSpec, OutputValue, SafeDirection
 from megapodd.store import PointStore
 from megapodd.supervisor import DeviceSupervisor, SupervisorSettings
+from tests.fakes import QuietDriver
 
 pytestmark = pytest.mark.looptime
 
 
 @dataclass
-class FakeDevice:
+class FakeDevice(QuietDriver):
     """A device that records what reaches it; `refuse` and `gate` script trouble."""
 
     values: list[OutputValue] = field(default_factory=list)
@@ -31,25 +32,7 @@ class FakeDevice:
     pulses: list[str] = field(default_factory=list)
     refuse: bool = False
     gate: asyncio.Event | None = None  # a write waits for it (a slow or hung device)
-
-    @property
-    def kind(self) -> DeviceKind:
-        return DeviceKind.CDU
-
-    def poll_groups(self) -> Sequence[PollGroup]:
-        return (PollGroup("g", 1.0),)
-
-    async def connect(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
-
-    async def read_group(self, group: str) -> Mapping[str, Point]:
-        return {"ok": Point(True)}
-
-    def link_stats(self) -> Mapping[str, int]:
-        return {}
+    poll_period_s = 1.0
 
     async def write(self, value: OutputValue) -> None:
         if self.gate is not None:

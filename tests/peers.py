@@ -1,0 +1,67 @@
+"""The real peer tools as tests use them: mbpoll for the CDU's registers and
+snmpget for a PDU's outlet state, read from outside the daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+from pathlib import Path
+
+RPDU2_OUTLET_STATE = "1.3.6.1.4.1.318.1.1.26.9.2.3.1.5"
+# "[102]: \t7000": mbpoll prints each register unsigned.
+_MBPOLL_LINE = re.compile(r"^\[(\d+)\]:\s+(\d+)", re.MULTILINE)
+
+
+async def run_tool(
+    *argv: str, env: dict[str, str] | None = None, timeout_s: float = 15.0
+) -> tuple[int, str, str]:
+    """Run a peer tool to completion: (exit code, stdout, stderr). Never leaves it running."""
+    tool = shutil.which(argv[0])
+    assert tool is not None, f"{argv[0]} is not installed: run scripts/bootstrap"
+    proc = await asyncio.create_subprocess_exec(
+        tool, *argv[1:], stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    try:
+        async with asyncio.timeout(timeout_s):
+            out, err = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def _run(*argv: str, env: dict[str, str] | None = None) -> str:
+    code, out, err = await run_tool(*argv, env=env)
+    assert code == 0, f"{argv[0]} failed: {out} {err}"
+    return out
+
+
+async def mbpoll_holding(port: int, address: int, count: int = 1) -> list[int]:
+    """Holding registers read with mbpoll (protocol addresses, as DEVICES.md gives them)."""
+    out = await _run(
+        "mbpoll", "-m", "tcp", "-p", str(port), "-a", "1", "-t", "4", "-0", "-1",
+        "-r", str(address), "-c", str(count), "127.0.0.1",
+    )
+    return [int(value) for _, value in _MBPOLL_LINE.findall(out)]
+
+
+async def snmpget_outlet(port: int, outlet: int, scratch: Path) -> str:
+    """An outlet's state as net-snmp's snmpget reads it: "on" or "off"."""
+    scratch = scratch / "snmp-tools"  # kept away from ~/.snmp and /var/lib/snmp
+    scratch.mkdir(exist_ok=True)
+    env = {
+        **os.environ,
+        "SNMPCONFPATH": str(scratch),
+        "SNMP_PERSISTENT_DIR": str(scratch / "persist"),
+        "MIBS": "",
+        "MIBDIRS": str(scratch),
+    }
+    out = await _run(
+        "snmpget", "-v2c", "-c", "public", "-Oqv", f"127.0.0.1:{port}",
+        f"{RPDU2_OUTLET_STATE}.{outlet}", env=env,
+    )
+    return {"1": "off", "2": "on"}[out.strip()]
