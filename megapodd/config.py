@@ -27,7 +27,7 @@ from pydantic_core import ErrorDetails
 from drivers.base import DeviceKind
 from drivers.errors import ConfigurationError, ValueRejected
 from drivers.modbus.url import parse_modbus_url
-from megapodd.outputs.catalog import OutputInstance, device_outputs
+from megapodd.outputs.catalog import OutputInstance, describe_outputs, device_outputs
 
 DeviceId = Annotated[
     str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -365,12 +365,10 @@ def _interlock_refs(data: dict[str, object]) -> list[str]:
 def _unknown_output(name: str, outputs: dict[str, OutputInstance]) -> str:
     """The message for an output that does not exist: what that device offers."""
     device = name.partition(".")[0]
-    offered = sorted(o for o, instance in outputs.items() if instance.device_id == device)
+    offered = [o for o in outputs.values() if o.device_id == device]
     if not offered:
         return f"no output {name!r}: no device {device!r} with outputs"
-    more = f" and {len(offered) - 12} more" if len(offered) > 12 else ""
-    shown = ", ".join(offered[:12]) + more
-    return f"no output {name!r}; {device} has {shown}"
+    return f"no output {name!r}; {device} has {describe_outputs(offered)}"
 
 
 def _cross_check(data: dict[str, object]) -> list[str]:

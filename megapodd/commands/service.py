@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from drivers.errors import ValueRejected
 from megapodd.commands.audit import Audit
 from megapodd.commands.caller import Caller, Role
 from megapodd.commands.dispatch import Command, CommandRefused
@@ -144,13 +145,10 @@ class CommandService:
 
     def _output_name(self, device: str, output: str) -> str:
         name = f"{device}.{output}"
-        if name not in self._arbiter.outputs:
-            offered = sorted(n for n in self._arbiter.outputs if n.startswith(f"{device}."))
-            if not offered:
-                raise CommandRefused(f"no output {name!r}: no device {device!r} with outputs")
-            shown = ", ".join(n.partition(".")[2] for n in offered[:12])
-            more = f" and {len(offered) - 12} more" if len(offered) > 12 else ""
-            raise CommandRefused(f"no output {name!r}; {device} has {shown}{more}")
+        try:
+            self._arbiter.output(name)
+        except ValueRejected as exc:
+            raise CommandRefused(str(exc)) from None
         return name
 
     async def _override(self, request: OverrideRequest, caller: Caller) -> object:

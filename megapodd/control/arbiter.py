@@ -33,7 +33,7 @@ from typing import Any, Protocol, TypeVar
 from drivers.errors import ValueRejected
 from megapodd.backoff import Backoff
 from megapodd.events import EventBus, Severity
-from megapodd.outputs.catalog import OutputInstance
+from megapodd.outputs.catalog import OutputInstance, describe_outputs
 from megapodd.outputs.spec import OutputSpec, OutputValue
 from megapodd.supervisor import OperationFn, OpPriority
 
@@ -165,8 +165,15 @@ class OutputArbiter:
         """The output called `name`, or ValueRejected listing the known ones."""
         output = self.outputs.get(name)
         if output is None:
-            known = ", ".join(sorted(self.outputs)) or "none"
-            raise ValueRejected(f"no output {name!r}; outputs: {known}")
+            device = name.partition(".")[0]
+            offered = [
+                OutputInstance(o.device_id, o.spec, o.index)
+                for o in self.outputs.values()
+                if o.device_id == device
+            ]
+            if not offered:
+                raise ValueRejected(f"no output {name!r}: no device {device!r} with outputs")
+            raise ValueRejected(f"no output {name!r}; {device} has {describe_outputs(offered)}")
         return output
 
     # -- standing claims ---------------------------------------------------

@@ -244,3 +244,28 @@ def device_outputs(
         else:
             result += [OutputInstance(device_id, spec, n) for n in sorted(set(racks))]
     return result
+
+
+def describe_outputs(outputs: Iterable[OutputInstance]) -> str:
+    """A device's outputs for a message: `pump_speed_pct, outlet_1 … outlet_24`."""
+    parts: list[str] = []
+    runs: dict[str, list[int]] = {}
+    for output in outputs:
+        if output.index is None:
+            parts.append(output.spec.name)
+        else:
+            if output.spec.name not in runs:
+                runs[output.spec.name] = []
+                parts.append(output.spec.name)
+            runs[output.spec.name].append(output.index)
+    described: list[str] = []
+    for part in parts:
+        indexes = runs.get(part)
+        if indexes is None:
+            described.append(part)
+        elif len(indexes) > 2 and indexes == list(range(indexes[0], indexes[-1] + 1)):
+            described.append(f"{part.replace('{n}', str(indexes[0]))} … "
+                             f"{part.replace('{n}', str(indexes[-1]))}")
+        else:
+            described += [part.replace("{n}", str(n)) for n in indexes]
+    return ", ".join(described) or "none"
