@@ -8,7 +8,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from drivers.base import PointValue, Quality
+from drivers.base import DeviceKind, PointValue, Quality
 from megapodd.events import EventBus, Severity
 from megapodd.store import PointStore
 
@@ -19,7 +19,7 @@ def _never(_value: PointValue) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class PointRule:
-    kind: str
+    kind: DeviceKind
     pattern: re.Pattern[str]
     event_type: str
     # A value for which the event is an alarm; an alarming value already
@@ -28,17 +28,17 @@ class PointRule:
 
 
 RULES: tuple[PointRule, ...] = (
-    PointRule("pdu", re.compile(r"outlet_\d+_state"), "outlet_state_changed"),
+    PointRule(DeviceKind.PDU, re.compile(r"outlet_\d+_state"), "outlet_state_changed"),
     PointRule(
-        "pdu",
+        DeviceKind.PDU,
         re.compile(r"(phase\d_)?load_state"),
         "pdu_load_state_changed",
         lambda v: v == "overload",
     ),
-    PointRule("cdu", re.compile(r"leak"), "leak_changed", lambda v: v is True),
-    PointRule("cdu", re.compile(r"leak_zones"), "leak_zones_changed", lambda v: v != 0),
-    PointRule("bmc", re.compile(r"chassis_power"), "server_power_changed"),
-    PointRule("bmc", re.compile(r"leak"), "leak_changed", lambda v: v is True),
+    PointRule(DeviceKind.CDU, re.compile(r"leak"), "leak_changed", lambda v: v is True),
+    PointRule(DeviceKind.CDU, re.compile(r"leak_zones"), "leak_zones_changed", lambda v: v != 0),
+    PointRule(DeviceKind.BMC, re.compile(r"chassis_power"), "server_power_changed"),
+    PointRule(DeviceKind.BMC, re.compile(r"leak"), "leak_changed", lambda v: v is True),
 )
 
 
