@@ -28,6 +28,7 @@ from megapodd.mqtt.telemetry import Telemetry
 from megapodd.point_events import PointEvents
 from megapodd.safety.engine import InterlockEngine
 from megapodd.safety.persist import AtomicFiles
+from megapodd.safety.rules import compile_rules
 from megapodd.sdnotify import Notifier
 from megapodd.store import PointStore
 
@@ -84,15 +85,8 @@ class Daemon:
         self.devices = build_devices(config, self.store, self.events, config_path)
         self.arbiter = OutputArbiter(self.events, _loop_clock)
         register_outputs(self.arbiter, self.devices, config)
-        kinds = {s.device_id: s.driver.kind for s in self.devices.supervisors}
-        slowest = {
-            s.device_id: max(g.period_s for g in s.driver.poll_groups())
-            for s in self.devices.supervisors
-        }
         self.interlocks = InterlockEngine(
-            config.interlock,
-            kinds,
-            slowest,
+            compile_rules(config),
             self.store,
             self.arbiter,
             self.events,

@@ -28,6 +28,8 @@ from drivers.base import DeviceKind
 from drivers.errors import ConfigurationError, ValueRejected
 from drivers.modbus.url import parse_modbus_url
 from megapodd.outputs.catalog import OutputInstance, describe_outputs, device_outputs
+from megapodd.safety.rules import RuleError, compile_rules
+from megapodd.selectors import DeviceInfo, DeviceTable
 
 DeviceId = Annotated[
     str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -172,6 +174,8 @@ class PduConfig(_Section):
     auth_protocol: Literal["SHA", "SHA-256"] = "SHA"
     outlets: int = Field(default=24, ge=1, le=96)
     rack: int = Field(ge=1)
+    # The rating of each phase's breaker: over it the phase trips (DEVICES.md §2).
+    breaker_a: float = Field(default=32.0, gt=0.0, le=1000.0)
     fast_poll_s: float = Field(default=1.0, ge=0.1, le=60)
     slow_poll_s: float = Field(default=10.0, ge=0.5, le=600)
     timeout_s: float = Field(default=1.0, gt=0, le=30)
@@ -201,6 +205,8 @@ class BmcConfig(_Section):
     rack: int = Field(ge=1)
     pdu: DeviceId | None = None
     outlet: int | None = Field(default=None, ge=1, le=96)
+    # Who keeps power longer when some must go (a breaker about to trip): higher.
+    priority: int = Field(default=0, ge=0, le=100)
     poll_s: float = Field(default=2.0, ge=0.2, le=60)
     # Chassis state, DCMI power, fan duty: 6 exchanges, not needed every sensor poll.
     slow_poll_s: float = Field(default=5.0, ge=0.2, le=600)
@@ -223,20 +229,87 @@ class BmcConfig(_Section):
         return port
 
 
+ActionName = Literal[
+    "pumps_max",
+    "fans_max",
+    "isolate_rack",
+    "outlets_off",
+    "server_shutdown",
+    "power_cap",
+    "lead_pump",
+    "alarm",
+]
+
+
 class InterlockAction(_Section):
-    output: str  # "<device id>.<output>", e.g. "cdu1.pump_speed_pct", "pdu-r1a.outlet_3"
-    value: float | str  # a number for continuous outputs, a state ("off") for discrete ones
+    """One action of a rule: a named safety action, or one output and its value."""
+
+    # A named action (what it drives is worked out from the pod's devices) ...
+    do: ActionName | None = None
+    # ... or one output: "<device id>.<output>", e.g. "cdu1.pump_speed_pct".
+    output: str | None = None
+    value: float | str | None = None  # a number, or a state ("off") for discrete outputs
+    # A later stage: runs this long after the trip, and only if still tripped.
+    after_s: float = Field(default=0.0, ge=0.0, le=86_400.0)
+    # Targets of named actions: a rack ("matched": the rack of the device that tripped),
+    # servers ("matched", "rack", "phase", "all" or ids), or outlets.
+    rack: Annotated[int, Field(ge=1, le=16)] | Literal["matched"] | None = None
+    servers: Literal["matched", "rack", "phase", "all"] | list[DeviceId] | None = None
+    pdu: DeviceId | None = None
+    outlets: Literal["phase", "phase_lowest_priority", "all"] | list[int] | None = None
+    watts: float | None = Field(default=None, gt=0.0)  # power_cap
+    pump: Literal[1, 2, "other"] | None = None  # lead_pump; "other": the one not running
+    # server_shutdown: soft now, power off this long after if still on.
+    hard_after_s: float = Field(default=60.0, ge=1.0, le=3600.0)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Self:
+        if (self.do is None) == (self.output is None):
+            raise ValueError("an action has either 'do' (a named action) or 'output' and 'value'")
+        if self.output is not None and self.value is None:
+            raise ValueError(f"output {self.output!r} needs a value")
+        needs = {"power_cap": "watts", "lead_pump": "pump", "isolate_rack": "rack"}
+        if self.do in needs and getattr(self, needs[self.do]) is None:
+            raise ValueError(f"{self.do} needs {needs[self.do]!r}")
+        if self.do in ("fans_max", "server_shutdown", "power_cap") and (
+            self.servers is None and self.rack is None
+        ):
+            raise ValueError(f"{self.do} needs 'servers' or 'rack'")
+        if self.do == "outlets_off" and self.rack is None and self.outlets is None and (
+            self.servers is None
+        ):
+            raise ValueError("outlets_off needs 'rack', 'servers', or 'outlets' (with 'pdu')")
+        if isinstance(self.outlets, list) and self.pdu is None:
+            raise ValueError("a list of outlets needs the 'pdu' they are on")
+        return self
 
 
 class InterlockConfig(_Section):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
     id: DeviceId
-    device: DeviceId
-    point: str
-    # "true": a boolean point reads true (a leak); "above"/"below": past `limit`.
-    trip_when: Literal["true", "above", "below"]
+    # What it watches: one device, or a selector ("bmc:rack=2", "pdu", ["r1s01", ...]).
+    device: DeviceId | None = None
+    devices: str | list[DeviceId] | None = None
+    point: str | None = None  # a name or a glob ("gpu*_temp_c"); none for "offline"
+    # How the matched points make one condition (needed with a selector or a glob).
+    aggregate: Literal["any", "all", "count", "max", "min"] | None = None
+    count: int | None = Field(default=None, ge=1)  # aggregate "count": at least this many
+    # "rule": one rule over everything matched; "each": one per device; "each_point":
+    # one per device and point (a PDU's phases).
+    scope: Literal["rule", "each", "each_point"] = "rule"
+    # "true": a boolean reads true (a leak); "bit": bit `bit` of a mask is set (a
+    # rack's drip tray); "above"/"below": past `limit`; "rises_faster_than": more
+    # than `limit` per second; "stale": no good reading; "offline": the device is.
+    trip_when: Literal["true", "bit", "above", "below", "rises_faster_than", "stale", "offline"]
+    bit: int | None = Field(default=None, ge=0, le=15)
     limit: float | None = None
     # How far back past the limit a value must come to count as cleared.
     clear_margin: float = Field(default=0.0, ge=0.0)
+    # The condition must hold this long before the rule trips.
+    for_s: float = Field(default=0.0, ge=0.0, le=3600.0)
+    # Only while one of these boolean points of the same device reads true ("pump*_running").
+    while_: str | None = Field(default=None, alias="while")
     # With no good reading for stale_after_s: trip (the default, invariant 2) or hold.
     on_stale: Literal["trip", "hold"] = "trip"
     # Default: three of the device's slowest poll periods, at least 5 s.
@@ -244,14 +317,33 @@ class InterlockConfig(_Section):
     # Consecutive good readings that must show the condition before it trips.
     # BMC points always need at least 2 (invariant 8: Terminal Mode has no checksum).
     confirm_reads: int = Field(default=1, ge=1, le=10)
+    severity: Literal["warning", "alarm", "critical"] = "critical"
+    # False: an automatic protective action that releases by itself once clear.
+    latch: StrictBool = True
     actions: list[InterlockAction] = []
 
     @model_validator(mode="after")
-    def _limit_fits(self) -> Self:
-        if self.trip_when == "true" and self.limit is not None:
-            raise ValueError("trip_when = 'true' takes no limit")
-        if self.trip_when != "true" and self.limit is None:
+    def _condition_fits(self) -> Self:
+        if (self.device is None) == (self.devices is None):
+            raise ValueError("give either 'device' or 'devices' (a selector)")
+        watches_points = self.trip_when != "offline"
+        if watches_points and self.point is None:
+            raise ValueError(f"trip_when = {self.trip_when!r} needs a point")
+        if not watches_points and self.point is not None:
+            raise ValueError("trip_when = 'offline' watches the device, not a point")
+        with_limit = ("above", "below", "rises_faster_than")
+        if self.trip_when in with_limit and self.limit is None:
             raise ValueError(f"trip_when = {self.trip_when!r} needs a limit")
+        if self.trip_when not in with_limit and self.limit is not None:
+            raise ValueError(f"trip_when = {self.trip_when!r} takes no limit")
+        if (self.trip_when == "bit") != (self.bit is not None):
+            raise ValueError("trip_when = 'bit' and 'bit' go together")
+        if self.aggregate == "count" and self.count is None:
+            raise ValueError("aggregate = 'count' needs 'count'")
+        if self.aggregate in ("max", "min") and self.trip_when not in with_limit:
+            raise ValueError(f"aggregate {self.aggregate!r} goes with above/below limits")
+        if self.scope == "each_point" and self.devices is None and self.device is None:
+            raise ValueError("scope = 'each_point' needs devices")
         return self
 
 
@@ -269,6 +361,17 @@ class Config(_Section):
     def racks(self) -> list[int]:
         """The rack numbers the pod's PDUs and servers are in."""
         return sorted({p.rack for p in self.pdu} | {b.rack for b in self.bmc})
+
+    def device_table(self) -> DeviceTable:
+        """The pod's devices, racks and cabling, for selectors and actions."""
+        return DeviceTable(
+            [DeviceInfo(c.id, DeviceKind.CDU) for c in self.cdu]
+            + [DeviceInfo(p.id, DeviceKind.PDU, p.rack) for p in self.pdu]
+            + [
+                DeviceInfo(b.id, DeviceKind.BMC, b.rack, b.pdu, b.outlet, b.priority)
+                for b in self.bmc
+            ]
+        )
 
 
 def _serial_line(kind: str, device: dict[str, object]) -> str | None:
@@ -429,6 +532,12 @@ def parse_config(data: dict[str, object], path: Path) -> Config:
         for error in exc.errors():
             problems.extend(_format_error(error))
     problems.extend(_cross_check(data))
+    if config is not None and not problems:
+        # What the rules watch and do, resolved against this pod's devices.
+        try:
+            compile_rules(config)
+        except RuleError as exc:
+            problems.extend(exc.problems)
     if problems or config is None:
         raise ConfigError(path, problems)
     return config

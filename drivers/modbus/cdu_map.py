@@ -243,3 +243,9 @@ def parse_enum(cls: type[E], value: E | str | int) -> E:
 def status_names(points: Mapping[str, Point]) -> list[str]:
     """The status flags that are set (for logs)."""
     return [name for name, _ in STATUS_POINTS if points.get(name, Point(False)).value is True]
+
+
+def point_names() -> list[str]:
+    """Every point the CDU reports (both blocks)."""
+    zero_input, zero_holding = [0] * INPUT_COUNT, [0] * HOLDING_COUNT
+    return [*decode_input_block(zero_input), *decode_holding_block(zero_holding)]

@@ -283,3 +283,8 @@ def _slow_plan(outlets: int) -> Plan:
     for n in range(1, outlets + 1):
         rows.append(((*_OUTLET_METER, 7, n), f"outlet_{n:02d}_power_w", _Convert("W")))
     return tuple(rows)
+
+
+def point_names(outlets: int) -> list[str]:
+    """Every point a PDU with this many outlets reports (both groups)."""
+    return [name for _, name, _ in (*_fast_plan(), *_slow_plan(outlets))]

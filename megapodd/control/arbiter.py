@@ -117,6 +117,16 @@ class Claim:
         }
 
 
+# Told None when a write holds, or the error when one failed.
+WriteDone = Callable[[BaseException | None], None]
+
+
+@dataclass(slots=True)
+class _Watcher:
+    told: WriteDone
+    failed: bool = False
+
+
 @dataclass(slots=True)
 class Output:
     name: str  # "<device>.<output>", e.g. "cdu1.pump_speed_pct", "pdu-r1a.outlet_3"
@@ -130,6 +140,9 @@ class Output:
     force_write: bool = False  # the next sync writes even a value that seems written
     retry_at_s: float | None = None  # a background write failed: try again then
     backoff: Backoff = field(default_factory=lambda: Backoff(initial_s=1.0, max_s=30.0))
+    # Told how the pending background write ends: once on the first failure, once
+    # when it finally holds.
+    watchers: list[_Watcher] = field(default_factory=list)
 
     def winner(self) -> Claim | None:
         return self.claims[max(self.claims)] if self.claims else None
@@ -225,12 +238,17 @@ class OutputArbiter:
         self._announce(output, before, after, "claimed")
         return after
 
-    def claim_in_background(self, name: str, claim: Claim, reason: str) -> Claim | None:
+    def claim_in_background(
+        self, name: str, claim: Claim, reason: str, on_done: WriteDone | None = None
+    ) -> Claim | None:
         """Set a claim without waiting for the device: the write is queued on
         the device's supervisor and retried until it holds (interlocks use
-        this: a trip must never wait on, or fail with, one slow device)."""
+        this: a trip must never wait on, or fail with, one slow device).
+        `on_done` hears how the write ends: a first failure, and its success."""
         output = self.output(name)
         claim = self._checked(output, claim)
+        if on_done is not None:
+            output.watchers.append(_Watcher(on_done))
         before = output.winner()
         output.claims[claim.owner] = claim
         after = output.winner()
@@ -393,12 +411,22 @@ class OutputArbiter:
         future.add_done_callback(functools.partial(self._synced, output))
 
     def _synced(self, output: Output, done: asyncio.Future[Claim | None]) -> None:
-        if done.cancelled() or done.exception() is not None:
+        if done.cancelled():
+            return  # the daemon is stopping
+        error = done.exception()
+        if error is not None:
             # Refused, lost or timed out: try again from the tick.
             output.force_write = True
             output.retry_at_s = self._clock() + output.backoff.next_delay_s()
-        else:
-            output.backoff.reset()
+            for watcher in output.watchers:
+                if not watcher.failed:
+                    watcher.failed = True
+                    watcher.told(error)
+            return
+        output.backoff.reset()
+        watchers, output.watchers = output.watchers, []
+        for watcher in watchers:
+            watcher.told(None)
 
     def _announce(
         self, output: Output, before: Claim | None, after: Claim | None, why: str

@@ -13,10 +13,18 @@ from pathlib import Path
 import pytest
 
 from drivers.base import DeviceKind, Point, Quality
-from megapodd.config import InterlockAction, InterlockConfig
+from megapodd.config import (
+    BmcConfig,
+    CduConfig,
+    Config,
+    InterlockAction,
+    InterlockConfig,
+    PodConfig,
+)
 from megapodd.control.arbiter import Claim, OutputArbiter, Owner
 from megapodd.events import EventBus
 from megapodd.safety.engine import InterlockEngine, ResetRefused, RuleState
+from megapodd.safety.rules import compile_rules
 from megapodd.store import PointStore
 from tests.fakes import FakePod, fake_pod
 
@@ -43,6 +51,7 @@ def _rules() -> list[InterlockConfig]:
             trip_when="above",
             limit=87.0,
             clear_margin=5.0,
+            stale_after_s=5.0,
             actions=[InterlockAction(output=FANS, value=100.0)],
         ),
     ]
@@ -64,17 +73,16 @@ class Rig:
 async def _setup(
     state_path: Path, rules: list[InterlockConfig] | None = None
 ) -> AsyncIterator[Rig]:
-    async with fake_pod(DEVICES) as pod:
+    config = Config(
+        pod=PodConfig(id="pod"),
+        cdu=[CduConfig(id="cdu1", url="modbus+tcp://127.0.0.1:502")],
+        bmc=[BmcConfig(id="r1s01", port="/dev/ttyUSB0", rack=1)],
+        interlock=rules if rules is not None else _rules(),
+    )
+    async with fake_pod(DEVICES, racks=config.racks()) as pod:
         clock = lambda: asyncio.get_running_loop().time()  # noqa: E731
         engine = InterlockEngine(
-            rules if rules is not None else _rules(),
-            DEVICES,
-            {},
-            pod.store,
-            pod.arbiter,
-            pod.events,
-            state_path,
-            clock,
+            compile_rules(config), pod.store, pod.arbiter, pod.events, state_path, clock
         )
         pod.store.readings.add("safety engine", engine.on_readings)
         yield Rig(pod.store, pod.arbiter, engine, pod, pod.events)
@@ -111,7 +119,13 @@ async def test_a_leak_trips_latches_and_resets_only_when_clear(tmp_path: Path) -
         await _settle()
         assert rig.written("cdu1", "control_mode")[-1] == "local_dp"  # the CDU's own control
         kinds = [e.type for e in events.recent if e.type.startswith("interlock_")]
-        assert kinds == ["interlock_tripped", "interlock_cleared", "interlock_reset"]
+        assert [k for k in kinds if k != "interlock_action"] == [
+            "interlock_tripped",
+            "interlock_cleared",
+            "interlock_reset",
+        ]
+        [done] = [e for e in events.recent if e.type == "interlock_action"]
+        assert done.data["result"] == "done" and done.data["output"] == PUMP
 
 
 async def test_bmc_readings_must_agree_twice_and_clear_with_hysteresis(tmp_path: Path) -> None:
