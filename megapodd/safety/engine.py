@@ -308,8 +308,9 @@ class InterlockEngine:
                 self._check_offline(instance)
             else:
                 self._check_stale(instance, now)
-            if instance.pending_since_s is not None and instance.state is not RuleState.TRIPPED:
-                self._evaluate(instance)
+                waiting = instance.pending_since_s is not None
+                if waiting and instance.state is not RuleState.TRIPPED:
+                    self._evaluate(instance)  # for_s may have passed since the last reading
             if instance.state is RuleState.TRIPPED:
                 self._run_due_steps(instance, now)
 
