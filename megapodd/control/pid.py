@@ -24,6 +24,11 @@ What it does differently from swampd's (CONTROL.md):
 - **Bumpless transfer**: after ``track()`` (someone else holds the output) or
   ``failsafe()``, the next ``update()`` initialises the integrator so that its
   output equals the applied value; from there the slew limit ramps it.
+  Leaving failsafe can instead restore the integrator it had before the fault
+  (``failsafe_return = RESTORE``) and slew from the failsafe value towards what
+  that gives: the first output is within one slew step of the failsafe value,
+  never a step down, and the loop does not carry the failsafe value's offset
+  (the P term at that moment) in its integrator for a whole integral time.
 - **Explicit direction**: DIRECT acting (cooling: output rises when the
   measurement is above the setpoint) or REVERSE.
 
@@ -66,6 +71,13 @@ class PidMode(enum.StrEnum):
     FAILSAFE = "failsafe"
 
 
+class FailsafeReturn(enum.StrEnum):
+    """How the first update after ``failsafe()`` starts."""
+
+    BUMPLESS = "bumpless"  # integrator absorbs the gap: output = failsafe value
+    RESTORE = "restore"  # integrator from before the fault, slewing from the failsafe value
+
+
 class Limit(enum.StrEnum):
     """Which limit shaped the last output, if any."""
 
@@ -85,6 +97,8 @@ class PidConfig:
     slew_up_per_s / slew_down_per_s: the fastest normal move (None = unlimited).
     tracking_tau_s: how fast the integrator follows the applied value
     (None = Ti = kp/ki; 0 = fully on every update; never longer than Ti).
+    failsafe_return: see FailsafeReturn (RESTORE needs both slew limits, else
+    the return would be a step).
     """
 
     kp: float
@@ -97,6 +111,7 @@ class PidConfig:
     slew_down_per_s: float | None = None
     direction: Direction = Direction.DIRECT
     tracking_tau_s: float | None = None
+    failsafe_return: FailsafeReturn = FailsafeReturn.BUMPLESS
 
     def __post_init__(self) -> None:
         # The direction is explicit, so a negative gain is always a mistake.
@@ -123,6 +138,17 @@ class PidConfig:
                 )
         if not isinstance(self.direction, Direction):
             raise ControllerConfigError(f"direction must be direct or reverse: {self.direction!r}")
+        if not isinstance(self.failsafe_return, FailsafeReturn):
+            raise ControllerConfigError(
+                f"failsafe_return must be bumpless or restore: {self.failsafe_return!r}"
+            )
+        if self.failsafe_return is FailsafeReturn.RESTORE and (
+            self.slew_up_per_s is None or self.slew_down_per_s is None
+        ):
+            raise ControllerConfigError(
+                "failsafe_return = restore needs slew_up_per_s and slew_down_per_s "
+                "(without them the return from failsafe would be a step)"
+            )
 
     def tracking_fraction(self, dt_s: float) -> float:
         """Share of the gap to the applied value the integrator closes in dt_s."""
@@ -164,6 +190,7 @@ class Pid:
         self._p = self._i = self._d = self._ff = 0.0
         self._output: float | None = None
         self._last: PidTerms | None = None
+        self._i_before_failsafe: float | None = None
 
     @property
     def mode(self) -> PidMode:
@@ -203,7 +230,15 @@ class Pid:
         reference = self._reference(applied)
         error = cfg.direction.sign * (measurement - setpoint)
         p = cfg.kp * error
-        if self._mode is not PidMode.AUTO or self._measurement is None:
+        restore = self._i_before_failsafe
+        if (
+            self._mode is PidMode.FAILSAFE
+            and cfg.failsafe_return is FailsafeReturn.RESTORE
+            and (restore is not None)
+        ):
+            # The integrator as before the fault; _limit slews from the failsafe value.
+            d, i = 0.0, restore
+        elif self._mode is not PidMode.AUTO or self._measurement is None:
             # Bumpless start: the integrator absorbs the gap so that the output
             # equals what is applied; D restarts from rest.
             d = 0.0
@@ -219,6 +254,7 @@ class Pid:
         unlimited = p + i + d + feed_forward
         output, limit = self._limit(unlimited, reference, dt_s)
         self._commit(now_s, measurement, PidMode.AUTO, p, i, d, feed_forward, output)
+        self._i_before_failsafe = None
         self._last = PidTerms(
             PidMode.AUTO, setpoint, measurement, error, p, i, d, feed_forward, output, limit
         )
@@ -230,6 +266,7 @@ class Pid:
         if measurement is not None:
             finite(measurement, "measurement")
         self._elapsed(now_s)
+        self._i_before_failsafe = None  # held by someone else: resume from their value
         self._hold(now_s, PidMode.MANUAL, applied, measurement)
         return applied
 
@@ -237,6 +274,8 @@ class Pid:
         """Drive ``value`` at once (never rate limited) and track it."""
         finite(value, "failsafe value")
         self._elapsed(now_s)
+        if self._mode is PidMode.AUTO:
+            self._i_before_failsafe = self._i  # what the plant needed before the fault
         self._hold(now_s, PidMode.FAILSAFE, value, None)
         return value
 
@@ -307,6 +346,7 @@ __all__ = [
     "ControllerConfigError",
     "ControllerInputError",
     "Direction",
+    "FailsafeReturn",
     "Limit",
     "Pid",
     "PidConfig",

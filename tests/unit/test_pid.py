@@ -14,6 +14,7 @@ from megapodd.control.pid import (
     ControllerConfigError,
     ControllerInputError,
     Direction,
+    FailsafeReturn,
     Limit,
     Pid,
     PidConfig,
@@ -235,6 +236,40 @@ def test_failsafe_is_immediate_and_the_return_ramps_without_a_step() -> None:
         assert pid.last is not None and pid.last.limit is Limit.SLEW
     steps_down = [a - b for a, b in itertools.pairwise(outs)]
     assert all(step == pytest.approx(5.0) for step in steps_down)  # a ramp, no step
+
+
+@given(
+    before=st.floats(0.0, 100.0),
+    error=st.floats(-5.0, 5.0),
+    failsafe_pct=st.floats(0.0, 100.0),
+    slew=st.floats(0.5, 20.0),
+)
+def test_restore_leaves_failsafe_by_slewing_from_it(
+    before: float, error: float, failsafe_pct: float, slew: float
+) -> None:
+    config = PidConfig(kp=10.0, ki=0.25, slew_up_per_s=slew, slew_down_per_s=slew,
+                       failsafe_return=FailsafeReturn.RESTORE)  # fmt: skip
+    pid = Pid(config)
+    pid.update(0.0, 30.0, 30.0, feed_forward=20.0, applied=before)
+    integrator = pid.last.i if pid.last else 0.0
+    pid.failsafe(1.0, failsafe_pct)
+    wanted = min(max(10.0 * error + integrator + 20.0, 0.0), 100.0)
+    out = pid.update(2.0, 30.0 + error, 30.0, feed_forward=20.0)
+    assert abs(out - failsafe_pct) <= slew + EPS  # within one slew step: never a step
+    assert min(failsafe_pct, wanted) - EPS <= out <= max(failsafe_pct, wanted) + EPS
+    assert pid.last is not None and pid.last.i == integrator + 0.0  # restored, not rebuilt
+
+
+def test_restore_needs_slew_limits_and_is_not_used_after_a_hold() -> None:
+    with pytest.raises(ControllerConfigError, match="needs slew_up_per_s and slew_down_per_s"):
+        PidConfig(kp=1.0, slew_up_per_s=1.0, failsafe_return=FailsafeReturn.RESTORE)
+    config = PidConfig(kp=10.0, ki=0.25, slew_up_per_s=5.0, slew_down_per_s=5.0,
+                       failsafe_return=FailsafeReturn.RESTORE)  # fmt: skip
+    pid = Pid(config)
+    pid.update(0.0, 30.0, 30.0, applied=40.0)
+    pid.track(1.0, 70.0)  # an override, then the fault
+    pid.failsafe(2.0, 100.0)
+    assert pid.update(3.0, 31.0, 30.0) == pytest.approx(100.0)  # bumpless: no auto state to restore
 
 
 def test_an_override_never_winds_it_up() -> None:
