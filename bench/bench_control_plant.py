@@ -8,7 +8,7 @@ tuning under what the simulator lacks (sensor delay and noise, another plant
 time constant, a mis-calibrated feed-forward), alternatives that were
 rejected, and a facility-water excursion that saturates the valve.
 
-Deterministic (seed 0, no wall clock in the loops); about 30 s of CPU.
+Deterministic (seed 0, no wall clock in the loops); about 45 s of CPU.
 
 Usage: .venv/bin/python -m bench.bench_control_plant [--write] [--plot]
   --write  also write bench/results/control-plant.md

@@ -219,8 +219,9 @@ class Pid:
         ``applied`` is what is on the actuator now (the value the arbiter wrote,
         whoever asked for it); None means our last output was applied as is.
         The first update, and the first after ``track`` or ``failsafe``, returns
-        the applied value (bumpless); if nothing is known of the actuator the
-        first output is the clamped P + FF.
+        the applied value (bumpless; after ``failsafe`` with RESTORE, one slew
+        step from it); if nothing is known of the actuator the first output is
+        the clamped P + FF.
         """
         cfg = self.config
         finite(measurement, "measurement")
