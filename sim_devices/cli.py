@@ -291,14 +291,15 @@ def render_status(status: dict[str, Any]) -> str:
         f"isolated racks {c['isolated_racks'] or 'none'}",
         "",
         f"{'server':8} {'on':3} {'power W':>8} {'GPU max C':>9} {'coolant C':>9} {'air out C':>9} "
-        f"{'outlet':>12}",
+        f"{'fans %':>6} {'outlet':>12}",
     ]
     for s in status["servers"]:
         lines.append(
             f"{s['id']:8} {'yes' if s['powered'] else 'no':3} {s['power_w']:8.0f} "
             f"{max(s['gpu_temps_c']):9.1f} {s['coolant_in_c']:9.1f} {s['outlet_air_c']:9.1f} "
-            f"{s['pdu'] + '/' + str(s['outlet']):>12}"
+            f"{s['fan_duty_pct']:6.0f} {s['pdu'] + '/' + str(s['outlet']):>12}"
             + ("  LEAK" if s["leak"] else "")
+            + "".join(f"  FAN{fan} FAILED" for fan in s["failed_fans"])
             + ("  THERMAL TRIP" if s["thermal_trip"] else "")
         )
     faults = status["faults"]

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
+from sim_devices.physics.constants import FANS_PER_SERVER
 from sim_devices.physics.types import ServerId
 from sim_devices.profiles import CDU_ID, PHASES, PodLayout
 
@@ -39,6 +40,7 @@ class FaultKind(enum.StrEnum):
     BREAKER_TRIP = "breaker-trip"
     FACILITY_HOT = "facility-hot"
     WORKLOAD = "workload"
+    FAN_FAIL = "fan-fail"
 
 
 USAGE: dict[FaultKind, str] = {
@@ -51,6 +53,7 @@ USAGE: dict[FaultKind, str] = {
     FaultKind.BREAKER_TRIP: "breaker-trip <pdu> <phase 1-3>",
     FaultKind.FACILITY_HOT: "facility-hot <temp_c>",
     FaultKind.WORKLOAD: "workload <rack|all> <pct 0-100>",
+    FaultKind.FAN_FAIL: f"fan-fail <server> <fan 1-{FANS_PER_SERVER}>",
 }
 
 
@@ -64,6 +67,7 @@ ARITY: dict[FaultKind, int] = {
     FaultKind.BREAKER_TRIP: 2,
     FaultKind.FACILITY_HOT: 1,
     FaultKind.WORKLOAD: 2,
+    FaultKind.FAN_FAIL: 2,
 }
 
 
@@ -207,6 +211,19 @@ class Workload:
         return (self.kind, "all" if self.rack is None else f"r{self.rack}")
 
 
+@dataclass(frozen=True, slots=True)
+class FanFail:
+    """A chassis fan stops: its tach reads 0 RPM and it moves no air."""
+
+    kind: ClassVar[FaultKind] = FaultKind.FAN_FAIL
+    server: ServerId
+    fan: int  # 1-based, as the BMC's sensors Fan1..Fan4
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        return (self.kind, self.server.name, str(self.fan))
+
+
 Fault = (
     Leak
     | PumpSeize
@@ -217,6 +234,7 @@ Fault = (
     | BreakerTrip
     | FacilityHot
     | Workload
+    | FanFail
 )
 
 
@@ -242,6 +260,8 @@ def describe(fault: Fault) -> str:
             words.append(f"{temp_c:g}")
         case Workload(rack=rack, pct=pct):
             words += ["all" if rack is None else f"r{rack}", f"{pct:g}"]
+        case FanFail(server=server, fan=fan):
+            words += [server.name, str(fan)]
     return " ".join(words)
 
 
@@ -274,12 +294,11 @@ def parse_fault(name: str, args: Sequence[str], catalog: DeviceCatalog) -> Fault
         case FaultKind.SILENT:
             return Silent(args[0], catalog.kind_of(args[0]))
         case FaultKind.GARBAGE:
-            if catalog.kind_of(args[0]) is not DeviceKind.BMC:
-                raise FaultError(f"garbage needs a BMC (serial line), {args[0]!r} is not one")
+            server = _bmc(args[0], catalog, kind)
             rate = _number(args[1], "rate")
             if not 0.0 < rate <= 1.0:
                 raise FaultError(f"garbage rate is a fraction of replies, 0 < rate <= 1: {rate}")
-            return Garbage(ServerId.parse(args[0]), rate)
+            return Garbage(server, rate)
         case FaultKind.BREAKER_TRIP:
             if catalog.kind_of(args[0]) is not DeviceKind.PDU:
                 raise FaultError(f"breaker-trip needs a PDU, {args[0]!r} is not one")
@@ -297,6 +316,10 @@ def parse_fault(name: str, args: Sequence[str], catalog: DeviceCatalog) -> Fault
             if not 0.0 <= pct <= 100.0:
                 raise FaultError(f"workload must be 0-100 %: {pct}")
             return Workload(None if args[0] == "all" else _rack(args[0], layout), pct)
+        case FaultKind.FAN_FAIL:
+            return FanFail(
+                _bmc(args[0], catalog, kind), _int_in(args[1], "fan", 1, FANS_PER_SERVER)
+            )
     raise AssertionError(kind)  # pragma: no cover - match is exhaustive
 
 
@@ -319,6 +342,11 @@ def clear_key(name: str, args: Sequence[str], catalog: DeviceCatalog) -> tuple[s
         return (kind, server.name if server else f"r{rack}")
     if kind is FaultKind.PUMP_SEIZE:
         return (kind, str(_int_in(args[0], "pump", 1, 2)))
+    if kind is FaultKind.FAN_FAIL:
+        name = _bmc(args[0], catalog, kind).name
+        if len(args) == 1:
+            return (kind, name)
+        return (kind, name, str(_int_in(args[1], "fan", 1, FANS_PER_SERVER)))
     catalog.kind_of(args[0])
     return (kind, *args[: 2 if kind is FaultKind.BREAKER_TRIP else 1])
 
@@ -366,6 +394,14 @@ def _rack_or_server(text: str, layout: PodLayout) -> tuple[int, ServerId | None]
             f"{layout.servers_per_rack:02d}"
         )
     return server.rack, server
+
+
+def _bmc(device: str, catalog: DeviceCatalog, kind: FaultKind) -> ServerId:
+    """A server of this pod, named by its BMC's device id."""
+    if catalog.kind_of(device) is not DeviceKind.BMC:
+        what = "a BMC (serial line)" if kind is FaultKind.GARBAGE else "a server's BMC"
+        raise FaultError(f"{kind} needs {what}, {device!r} is not one")
+    return ServerId.parse(device)
 
 
 def _sensor_device(device: str, point: str, catalog: DeviceCatalog) -> DeviceKind:

@@ -297,6 +297,8 @@ class SimPod:
                 model.cooling.facility_supply_c = temp_c
             case f.Workload(rack=rack, pct=pct):
                 model.set_workload(pct, rack)
+            case f.FanFail(server=server, fan=fan):
+                model.server(server).failed_fans.add(fan)
 
     def _undo(self, fault: f.Fault) -> None:
         links, model = self.links, self.model
@@ -332,6 +334,8 @@ class SimPod:
                 for other in self.faults.values():
                     if isinstance(other, f.Workload) and other.rack is not None and other != fault:
                         model.set_workload(other.pct, other.rack)
+            case f.FanFail(server=server, fan=fan):
+                model.server(server).failed_fans.discard(fan)
 
     def _set_silent(self, fault: f.Silent, silent: bool) -> None:
         links = self.links
@@ -366,6 +370,10 @@ class SimPod:
             entry["pdu"], entry["outlet"], entry["phase"] = plug.pdu_id, plug.outlet, plug.phase
             entry["workload_pct"] = self.model.servers[server.server].workload_pct
             entry["chassis_on"] = self.model.servers[server.server].chassis_on
+            # What the daemon set over IPMI; fan_duty_pct is what drives the fans.
+            bmc = links.bmc.state(server.server)
+            entry["fan_mode"] = "full" if bmc.fan_mode == 1 else "standard"
+            entry["fan_zone_duty_pct"] = list(bmc.fan_duty_pct)
         return {
             "time_s": snap.time_s,
             "speed": self.options.speed,

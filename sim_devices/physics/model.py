@@ -46,6 +46,7 @@ class ServerInputs:
     chassis_on: bool = True
     outlet_on: bool = True
     fan_duty_pct: float = k.DEFAULT_FAN_DUTY_PCT
+    failed_fans: set[int] = field(default_factory=set)  # 1-based: these stand still
 
 
 @dataclass(slots=True)
@@ -318,7 +319,9 @@ class PodModel:
             st.tripped = True
         if not (inputs.chassis_on and inputs.outlet_on):
             st.tripped = False  # a power cycle re-arms the protection
-        duty = max(min(inputs.fan_duty_pct, 100.0) / 100.0, k.MIN_FAN_DUTY_FRACTION)
+        # The chassis fans share the airflow; a stopped fan moves nothing.
+        running = (k.FANS_PER_SERVER - len(inputs.failed_fans)) / k.FANS_PER_SERVER
+        duty = max(min(inputs.fan_duty_pct, 100.0) / 100.0 * running, k.MIN_FAN_DUTY_FRACTION)
         air_c_w_k = k.AIR_FLOW_DESIGN_M3_S * duty * k.AIR_DENSITY_KG_M3 * k.AIR_CP_J_KGK
         air_target = k.AIR_INLET_C + st.power_w * (1.0 - k.LIQUID_HEAT_FRACTION) / air_c_w_k
         st.outlet_air_c += (air_target - st.outlet_air_c) * a_air
@@ -401,6 +404,9 @@ class PodModel:
         duty = min(max(inputs.fan_duty_pct, 0.0), 100.0)
         powered = inputs.chassis_on and inputs.outlet_on and not st.tripped
         rpm = k.FAN_MAX_RPM * duty / 100.0 if powered else 0.0
+        fan_rpm = tuple(
+            0.0 if fan in inputs.failed_fans else rpm for fan in range(1, k.FANS_PER_SERVER + 1)
+        )
         return ServerSnapshot(
             server=sid,
             powered=powered,
@@ -413,7 +419,9 @@ class PodModel:
             coolant_flow_lpm=0.0 if isolated else self.design_server_flow_lpm * self._flow_fraction,
             inlet_air_c=k.AIR_INLET_C,
             outlet_air_c=_clamp_c(st.outlet_air_c),
-            fan_rpm=(rpm,) * k.FANS_PER_SERVER,
+            fan_duty_pct=duty,
+            fan_rpm=fan_rpm,
+            failed_fans=tuple(sorted(inputs.failed_fans)),
             leak=sid in self.leak_servers,
             thermal_trip=st.tripped,
         )

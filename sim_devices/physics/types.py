@@ -79,7 +79,9 @@ class ServerSnapshot:
     coolant_flow_lpm: float
     inlet_air_c: float
     outlet_air_c: float
-    fan_rpm: tuple[float, ...]
+    fan_duty_pct: float  # what drives the chassis fans (the BMC's zone 0, 100 in full mode)
+    fan_rpm: tuple[float, ...]  # per fan, 1..4
+    failed_fans: tuple[int, ...]  # 1-based numbers of fans that stand still
     leak: bool
     thermal_trip: bool
 
@@ -96,7 +98,9 @@ class ServerSnapshot:
             "coolant_flow_lpm": self.coolant_flow_lpm,
             "inlet_air_c": self.inlet_air_c,
             "outlet_air_c": self.outlet_air_c,
+            "fan_duty_pct": self.fan_duty_pct,
             "fan_rpm": list(self.fan_rpm),
+            "failed_fans": list(self.failed_fans),
             "leak": self.leak,
             "thermal_trip": self.thermal_trip,
         }

@@ -56,6 +56,8 @@ BAD_INJECTIONS = [
     (["inject", "breaker-trip", "pdu-r1a", "0"], "phase must be 1-3, got 0"),
     (["inject", "facility-hot", "-40"], "must be 1-70 C"),
     (["inject", "workload", "all", "250"], "workload must be 0-100 %"),
+    (["inject", "fan-fail", "r1s01", "5"], "fan must be 1-4, got 5"),
+    (["inject", "fan-fail", "pdu-r1a", "1"], "fan-fail needs a server's BMC"),
     (["inject", "leak"], "leak takes 1 argument"),
     (["inject"], "inject needs a fault"),
     (["inject", "--clear", "leak", "r1s01"], "no active fault matches 'leak r1s01'"),
@@ -101,6 +103,28 @@ async def test_inject_shows_on_the_wire_and_in_status_and_clear_undoes_it(
     assert "cleared: sensor-stuck cdu1 supply_temp_c 55.5" in result.stdout
     assert "active faults: none" in result.stdout
     assert (await mbpoll_input(port, 0))[0] != 5550
+
+
+async def test_fan_fail_shows_in_status_json_with_every_fan(sim: RunningSim) -> None:
+    before = await sim.status()
+    server = next(s for s in before["servers"] if s["id"] == "r1s02")
+    duty = server["fan_duty_pct"]
+    assert server["fan_rpm"] == [16_000 * duty / 100] * 4 and server["failed_fans"] == []
+    assert server["fan_mode"] in ("standard", "full") and len(server["fan_zone_duty_pct"]) == 2
+    result = await sim.cli("inject", "fan-fail", "r1s02", "3")
+    assert result.returncode == 0, result.stderr
+    assert "injected: fan-fail r1s02 3" in result.stdout
+    after = await sim.status()
+    server = next(s for s in after["servers"] if s["id"] == "r1s02")
+    assert server["fan_rpm"] == [16_000 * duty / 100, 16_000 * duty / 100, 0.0, 16_000 * duty / 100]
+    assert server["failed_fans"] == [3]
+    assert after["faults"] == ["fan-fail r1s02 3"]
+    text = await sim.cli("status")
+    assert "FAN3 FAILED" in text.stdout
+    result = await sim.cli("inject", "--clear", "fan-fail", "r1s02")
+    assert "cleared: fan-fail r1s02 3" in result.stdout
+    cleared = await sim.status()
+    assert next(s for s in cleared["servers"] if s["id"] == "r1s02")["failed_fans"] == []
 
 
 async def test_workload_fault_raises_power_and_status_tells_the_truth(sim: RunningSim) -> None:

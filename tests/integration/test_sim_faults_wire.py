@@ -283,6 +283,41 @@ async def test_fan_duty_over_ipmi_sets_rpm_and_cools_the_air(pod: SimPod) -> Non
     )
 
 
+async def test_fan_fail_reads_zero_rpm_on_the_wire_until_cleared(pod: SimPod) -> None:
+    running = await sensor(pod, "r1s02", "Fan3")
+    duty = server_state(pod, "r1s02")["fan_duty_pct"]
+    assert isinstance(duty, float)
+    assert running == pytest.approx(16_000 * duty / 100)
+    assert running > 1_000
+    pod.inject("fan-fail", ["r1s02", "3"])
+    assert await sensor(pod, "r1s02", "Fan3") == 0
+    assert await sensor(pod, "r1s02", "Fan2") == running  # its neighbours keep spinning
+    assert await sensor(pod, "r1s03", "Fan3") == running  # and so do other servers' fans
+    state = server_state(pod, "r1s02")
+    assert state["fan_rpm"] == [running, running, 0.0, running]
+    assert state["failed_fans"] == [3]
+    assert pod.active() == ["fan-fail r1s02 3"]
+    pod.clear("fan-fail", ["r1s02", "3"])
+    assert await sensor(pod, "r1s02", "Fan3") == running
+    assert server_state(pod, "r1s02")["failed_fans"] == []
+
+
+async def test_status_shows_fan_duty_and_speeds_as_the_bmc_sets_them(pod: SimPod) -> None:
+    result = await ipmitool(pod, "r2s01", "raw", "0x30", "0x70", "0x66", "0x01", "0x00", "0x46")
+    assert result.returncode == 0, result.err  # zone 0 to 70 %
+    await wait_until(lambda: server_state(pod, "r2s01")["fan_duty_pct"] == 70.0, 5)
+    state = server_state(pod, "r2s01")
+    assert state["fan_zone_duty_pct"] == [70, 50]  # zone 1 (peripheral) as it was
+    assert state["fan_mode"] == "standard"
+    assert state["fan_rpm"] == [11_200.0] * 4
+    assert await sensor(pod, "r2s01", "Fan4") == 11_200
+    result = await ipmitool(pod, "r2s01", "raw", "0x30", "0x45", "0x01", "0x01")
+    assert result.returncode == 0, result.err  # full mode: every fan at 100 %
+    await wait_until(lambda: server_state(pod, "r2s01")["fan_duty_pct"] == 100.0, 5)
+    assert server_state(pod, "r2s01")["fan_mode"] == "full"
+    assert server_state(pod, "r2s01")["fan_rpm"] == [16_000.0] * 4
+
+
 def workloads(pod: SimPod) -> dict[int, set[float]]:
     by_rack: dict[int, set[float]] = {}
     for sid, inputs in pod.model.servers.items():

@@ -176,6 +176,27 @@ def test_server_off_draws_nothing_and_stops_its_fans(what: str) -> None:
     assert model.snapshot().server(sid).fan_rpm == (0.0,) * k.FANS_PER_SERVER
 
 
+def test_a_failed_fan_stands_still_and_the_others_carry_less_air() -> None:
+    healthy, broken = make(workload_pct=80.0), make(workload_pct=80.0)
+    sid = ServerId(1, 2)
+    broken.server(sid).failed_fans.add(3)
+    steady(healthy, 120.0)
+    steady(broken, 120.0)
+    good, bad = healthy.snapshot().server(sid), broken.snapshot().server(sid)
+    duty = k.DEFAULT_FAN_DUTY_PCT
+    assert bad.fan_rpm == (k.FAN_MAX_RPM * duty / 100, k.FAN_MAX_RPM * duty / 100, 0.0,
+                           k.FAN_MAX_RPM * duty / 100)  # fmt: skip
+    assert (bad.fan_duty_pct, bad.failed_fans) == (duty, (3,))
+    # Three fans of four move 3/4 of the air: the air's temperature rise is 4/3.
+    assert bad.outlet_air_c - bad.inlet_air_c == pytest.approx(
+        4 / 3 * (good.outlet_air_c - good.inlet_air_c), rel=0.02
+    )
+    assert broken.snapshot().server(ServerId(1, 1)).fan_rpm == good.fan_rpm  # only that server
+    broken.server(sid).failed_fans.discard(3)
+    broken.step(1.0)
+    assert broken.snapshot().server(sid).fan_rpm == good.fan_rpm
+
+
 def test_gpus_run_cooler_with_more_flow() -> None:
     slow, fast = make(pump_pct=40.0, workload_pct=80.0), make(pump_pct=100.0, workload_pct=80.0)
     steady(slow)

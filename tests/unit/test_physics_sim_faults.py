@@ -42,6 +42,8 @@ def parse(*words: str) -> f.Fault:
         (("facility-hot", "32"), f.FacilityHot(32.0)),
         (("workload", "all", "90"), f.Workload(None, 90.0)),
         (("workload", "r2", "0"), f.Workload(2, 0.0)),
+        (("fan-fail", "r1s02", "3"), f.FanFail(ServerId(1, 2), 3)),
+        (("fan-fail", "r2s04", "04"), f.FanFail(ServerId(2, 4), 4)),
     ],
 )
 def test_good_faults_parse_and_describe_back(words: tuple[str, ...], fault: f.Fault) -> None:
@@ -76,6 +78,12 @@ def test_good_faults_parse_and_describe_back(words: tuple[str, ...], fault: f.Fa
         (("workload", "all", "101"), "workload must be 0-100 %"),
         (("workload", "all", "-1"), "workload must be 0-100 %"),
         (("workload", "r5", "50"), "unknown rack 'r5'"),
+        (("fan-fail", "r1s02"), "fan-fail takes 2 argument"),
+        (("fan-fail", "r1s02", "5"), "fan must be 1-4, got 5"),
+        (("fan-fail", "r1s02", "0"), "fan must be 1-4, got 0"),
+        (("fan-fail", "r1s02", "top"), "fan must be an integer 1-4"),
+        (("fan-fail", "pdu-r1a", "1"), "fan-fail needs a server's BMC, 'pdu-r1a' is not one"),
+        (("fan-fail", "r3s01", "1"), "unknown device 'r3s01'"),
     ],
 )
 def test_bad_faults_say_what_is_wrong(words: tuple[str, ...], message: str) -> None:
@@ -103,6 +111,9 @@ def test_keys_let_one_fault_replace_another_on_the_same_thing() -> None:
         (("breaker-trip", "pdu-r2a", "1"), ("breaker-trip", "pdu-r2a", "1")),
         (("workload", "all"), ("workload", "all")),
         (("pump-seize", "1"), ("pump-seize", "1")),
+        (("fan-fail",), ("fan-fail",)),
+        (("fan-fail", "r1s02"), ("fan-fail", "r1s02")),
+        (("fan-fail", "r1s02", "03"), ("fan-fail", "r1s02", "3")),
     ],
 )
 def test_clear_keys(words: tuple[str, ...], key: tuple[str, ...]) -> None:
@@ -116,3 +127,16 @@ def test_clear_of_unknown_things_is_refused() -> None:
         f.clear_key("silent", ["pdu-r7a"], CATALOG)
     with pytest.raises(f.FaultError, match="not per server"):
         f.clear_key("workload", ["r1s01"], CATALOG)
+    with pytest.raises(f.FaultError, match="fan must be 1-4"):
+        f.clear_key("fan-fail", ["r1s01", "9"], CATALOG)
+    with pytest.raises(f.FaultError, match="needs a server's BMC"):
+        f.clear_key("fan-fail", ["cdu1"], CATALOG)
+
+
+def test_a_clear_key_matches_the_fault_it_names() -> None:
+    fault = parse("fan-fail", "r1s02", "3")
+    for words in (("fan-fail",), ("fan-fail", "r1s02"), ("fan-fail", "r1s02", "3")):
+        prefix = f.clear_key(words[0], list(words[1:]), CATALOG)
+        assert fault.key[: len(prefix)] == prefix
+    other = f.clear_key("fan-fail", ["r1s02", "2"], CATALOG)
+    assert fault.key[: len(other)] != other
