@@ -17,6 +17,7 @@ from rich.live import Live
 from rich.table import Table
 
 from megapodd.api.client import ApiClientError, call
+from megapodd.version import package_version
 
 DEFAULT_SOCKET = Path("/run/megapodd/megapodd.sock")
 EXIT_ERROR = 1
@@ -257,6 +258,19 @@ async def _reset(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+async def _version(args: argparse.Namespace, console: Console) -> int:
+    """This CLI's version, then the running daemon's; an unreachable daemon is
+    reported but is not an error (the CLI's own version is the answer)."""
+    print(f"megapodctl {package_version()}")
+    try:
+        status: Any = await call(_socket_path(args), "status", timeout_s=5.0)
+    except ApiClientError as exc:
+        print(f"megapodd: unknown ({exc})")
+    else:
+        print(f"megapodd {status['pod']['version']} (pod {status['pod']['id']})")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="megapodctl", description=__doc__)
     parser.add_argument(
@@ -314,6 +328,9 @@ def _parser() -> argparse.ArgumentParser:
     outputs = sub.add_parser("outputs", help="who owns each actuator")
     outputs.add_argument("--json", action="store_true")
     outputs.set_defaults(func=_outputs)
+    sub.add_parser("version", help="versions of megapodctl and the running megapodd").set_defaults(
+        func=_version
+    )
     return parser
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from megapodd.app import Daemon
 from megapodd.config import Config, ConfigError, load_config
 from megapodd.logs import configure_logging
+from megapodd.version import package_version
 
 EXIT_CONFIG = 2
 
@@ -29,6 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
+    parser.add_argument("--version", action="version", version=f"megapodd {package_version()}")
     return parser
 
 
