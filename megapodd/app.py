@@ -8,7 +8,6 @@ import contextlib
 import functools
 import uuid
 from collections.abc import Awaitable, Callable
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import structlog
@@ -31,6 +30,7 @@ from megapodd.safety.persist import AtomicFiles
 from megapodd.safety.rules import compile_rules
 from megapodd.sdnotify import Notifier
 from megapodd.store import PointStore
+from megapodd.version import package_version
 
 log = structlog.get_logger("megapodd.app")
 
@@ -48,13 +48,6 @@ def _loop_clock() -> float:
     return asyncio.get_running_loop().time()
 
 
-def daemon_version() -> str:
-    try:
-        return version("megapodd")
-    except PackageNotFoundError:
-        return "0+unknown"
-
-
 class Daemon:
     def __init__(
         self,
@@ -64,7 +57,7 @@ class Daemon:
         state_files: AtomicFiles | None = None,
     ) -> None:
         self.config = config
-        self.version = daemon_version()
+        self.version = package_version()
         self.boot_id = uuid.uuid4().hex
         self.notifier = notifier or Notifier()
         self.events = EventBus(self.boot_id)
