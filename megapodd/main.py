@@ -11,9 +11,12 @@ from pathlib import Path
 from megapodd.app import Daemon
 from megapodd.config import Config, ConfigError, load_config
 from megapodd.logs import configure_logging
+from megapodd.safety.explain import explain
+from megapodd.safety.rules import compile_rules
 from megapodd.version import package_version
 
 EXIT_CONFIG = 2
+EXIT_USAGE = 2
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -26,6 +29,11 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="FILE",
         help="validate FILE, print every problem, exit 0 if valid and 2 if not",
+    )
+    parser.add_argument(
+        "--explain",
+        action="store_true",
+        help="with --check-config: print every safety rule as it would run on this pod",
     )
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
@@ -63,7 +71,13 @@ def main(argv: list[str] | None = None) -> int:
         if checked is None:
             return EXIT_CONFIG
         print(f"{args.check_config}: OK")
+        if args.explain:
+            print()
+            print(explain(compile_rules(checked)), end="")
         return 0
+    if args.explain:
+        print("megapodd: --explain goes with --check-config FILE", file=sys.stderr)
+        return EXIT_USAGE
     configure_logging(args.log_level)
     config = _load(args.config)
     if config is None:

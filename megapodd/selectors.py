@@ -48,9 +48,10 @@ class Selector:
     ids: tuple[str, ...] = ()
 
     def describe(self) -> str:
+        """`the BMCs in rack 2`, `the PDUs`, `r1s01, r1s02`."""
         if self.ids:
             return ", ".join(self.ids)
-        what = f"every {self.kind.value.upper()}" if self.kind else "every device"
+        what = f"the {self.kind.value.upper()}s" if self.kind else "every device"
         return what + (f" in rack {self.rack}" if self.rack is not None else "")
 
 

@@ -14,7 +14,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from sim_devices.profiles import CDU_ID, PodLayout, PortPlan, SimPaths
+from sim_devices.physics import constants as k
+from sim_devices.profiles import CDU_ID, PodLayout, PortPlan, SimPaths, breaker_rating_a
+from sim_devices.safety_rules import PHASE_VOLTAGE_V, PduRating, default_rules
 
 _POD_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")  # the daemon's DeviceId rule
 
@@ -58,6 +60,17 @@ def _s(text: str) -> str:
     return json.dumps(text, ensure_ascii=True)
 
 
+def pdu_ratings(layout: PodLayout) -> list[PduRating]:
+    """Each PDU's phase breaker, and the most servers any of its phases feeds."""
+    breaker_a = breaker_rating_a(layout, k.SERVER_PEAK_W, PHASE_VOLTAGE_V)
+    per_phase: dict[tuple[str, int], int] = {}
+    for server in layout.server_ids():
+        plug = layout.plug(server)
+        per_phase[plug.pdu_id, plug.phase] = per_phase.get((plug.pdu_id, plug.phase), 0) + 1
+    busiest = {pdu: max(n for (p, _), n in per_phase.items() if p == pdu) for pdu, _ in per_phase}
+    return [PduRating(pdu, breaker_a, busiest.get(pdu, 0)) for pdu in layout.pdu_ids()]
+
+
 def render_config(spec: DaemonConfigSpec) -> str:
     """The config file's text."""
     layout, ports, paths = spec.layout, spec.ports, spec.paths
@@ -97,6 +110,7 @@ def render_config(spec: DaemonConfigSpec) -> str:
             'write_community = "private"',
             f"outlets = {layout.outlets_per_pdu}",
             f"rack = {layout.rack_of_pdu(pdu)}",
+            f"breaker_a = {breaker_rating_a(layout, k.SERVER_PEAK_W, PHASE_VOLTAGE_V):g}",
             f"fast_poll_s = {PDU_FAST_POLL_S}",
             f"slow_poll_s = {PDU_SLOW_POLL_S}",
         ]
@@ -118,37 +132,8 @@ def render_config(spec: DaemonConfigSpec) -> str:
             f"outlet = {plug.outlet}",
             f"poll_s = {BMC_POLL_S}",
         ]
-    lines += _interlocks()
+    lines += default_rules(layout, pdu_ratings(layout))
     return "\n".join(lines) + "\n"
-
-
-# Coolant to the trays above 45 °C (the GB300 tray limit in POD-NUMBERS.md):
-# everything the CDU has goes to cooling. A wet drip tray latches an alarm;
-# rack isolation valves are not an output of the daemon yet.
-SUPPLY_TEMP_LIMIT_C = 45.0
-
-
-def _interlocks() -> list[str]:
-    return [
-        "",
-        "[[interlock]]",
-        'id = "coolant-supply-hot"',
-        f"device = {_s(CDU_ID)}",
-        'point = "supply_temp_c"',
-        'trip_when = "above"',
-        f"limit = {SUPPLY_TEMP_LIMIT_C}",
-        "clear_margin = 2.0",
-        "actions = [",
-        f'    {{output = "{CDU_ID}.pump_speed_pct", value = 100}},',
-        f'    {{output = "{CDU_ID}.facility_valve_pct", value = 100}},',
-        "]",
-        "",
-        "[[interlock]]",
-        'id = "coolant-leak"',
-        f"device = {_s(CDU_ID)}",
-        'point = "leak"',
-        'trip_when = "true"',
-    ]
 
 
 def write_config(path: Path, text: str) -> None:

@@ -55,6 +55,8 @@ from megapodd.control.numeric import (
     slew,
 )
 
+# Below this, an update carries no derivative information.
+_MIN_DERIVATIVE_DT_S = 1e-6
 
 class Direction(enum.StrEnum):
     DIRECT = "direct"  # output rises when the measurement is above setpoint (cooling)
@@ -300,7 +302,9 @@ class Pid:
 
     def _filtered_derivative(self, measurement: float, dt_s: float) -> float:
         cfg = self.config
-        if dt_s <= 0.0 or self._measurement is None:
+        # Two updates within a microsecond say nothing about a rate (and an
+        # unfiltered kd * change / dt would overflow to infinity).
+        if dt_s < _MIN_DERIVATIVE_DT_S or self._measurement is None:
             return self._d
         # Backward Euler of tau*dD/dt + D = kd*sign*dPV/dt: stable for any dt.
         rise = cfg.direction.sign * (measurement - self._measurement)

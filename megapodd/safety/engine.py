@@ -389,7 +389,7 @@ class InterlockEngine:
             {
                 "rule": spec.name,
                 "reason": reason,
-                "actions": [s.as_json() for s in spec.steps],
+                "actions": spec.stages(),
                 "alarm": spec.alarm,
             },
         )
@@ -562,7 +562,7 @@ class InterlockEngine:
             "severity": rule.severity,
             "latch": rule.latch,
             "alarm": spec.alarm,
-            "actions": [s.as_json() for s in spec.steps],
+            "actions": spec.stages(),
             "holding": dict(instance.claims),
         }
 

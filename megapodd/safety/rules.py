@@ -101,19 +101,19 @@ class RuleInstance:
         )
 
     def describe(self) -> str:
-        """What it watches and when it trips, in words."""
+        """What it watches and when it trips, in words:
+        `max gpu*_temp_c on r1s03 above 87 (clear 3 back, 2 agreeing reads)`."""
         r = self.rule
         where = self.matched or _describe_devices(r)
         if r.trip_when == "offline":
-            condition = f"{where} offline"
+            return f"{where} offline" + (f" for {r.for_s:g} s" if r.for_s else "")
+        single = len(self.devices) == 1 and not is_glob(self.pattern or "")
+        if single:
+            subject = f"{self.devices[0]}.{self.pattern}"
+        elif r.aggregate == "count":
+            subject = f"at least {r.count} of {self.pattern} on {where}"
         else:
-            combined = len(self.devices) > 1 or is_glob(self.pattern or "")
-            how = ""
-            if r.aggregate == "count":
-                how = f"at least {r.count} of "
-            elif r.aggregate is not None and combined:
-                how = f"{r.aggregate} of "
-            condition = f"{how}{where}.{self.pattern} {_test_text(r)}"
+            subject = f"{r.aggregate} {self.pattern} on {where}"
         extras = []
         if r.clear_margin and r.trip_when in ("above", "below", "rises_faster_than"):
             extras.append(f"clear {r.clear_margin:g} back")
@@ -123,7 +123,61 @@ class RuleInstance:
             extras.append(f"while {r.while_} is true")
         if self.confirm_reads > 1:
             extras.append(f"{self.confirm_reads} agreeing reads")
+        condition = f"{subject} {_test_text(r)}"
         return condition + (f" ({', '.join(extras)})" if extras else "")
+
+    def stages(self) -> list[dict[str, object]]:
+        """The steps grouped for people: one entry per action and stage, with
+        what it drives (`pdu-r1a outlet_1 … outlet_48`, `chassis_power on 144
+        servers r1s01 … r8s18`)."""
+        groups: dict[tuple[float, str, str], list[Step]] = {}
+        for step in self.steps:
+            groups.setdefault((step.after_s, step.action, str(step.value)), []).append(step)
+        stages: list[dict[str, object]] = []
+        for (after_s, action, _), steps in groups.items():
+            entry: dict[str, object] = {
+                "after_s": after_s,
+                "action": action,
+                "value": steps[0].value,
+                "outputs": _targets([s.output for s in steps]),
+            }
+            if steps[0].only_if is not None:
+                _, point, value = steps[0].only_if
+                entry["only_if"] = f"{point} = {value}"
+            stages.append(entry)
+        return stages
+
+
+def _targets(names: Sequence[str]) -> str:
+    """Output names grouped by device (`pdu-r1a outlet_1 … outlet_48`) or, where
+    many devices share one output, by output (`chassis_power on 144 devices`)."""
+    by_device: dict[str, list[str]] = {}
+    by_output: dict[str, list[str]] = {}
+    for name in names:
+        device, _, output = name.partition(".")
+        by_device.setdefault(device, []).append(output)
+        by_output.setdefault(output, []).append(device)
+    if len(by_output) < len(by_device):
+        parts = []
+        for output, devices in by_output.items():
+            shown = ", ".join(devices) if len(devices) <= 4 else (
+                f"{len(devices)} devices {devices[0]} … {devices[-1]}"
+            )
+            parts.append(f"{output} on {shown}")
+        return "; ".join(parts)
+    return "; ".join(f"{device} {_compact(outputs)}" for device, outputs in by_device.items())
+
+
+def _compact(outputs: Sequence[str]) -> str:
+    """`outlet_1 … outlet_48` for a run of numbered outputs, else the names."""
+    numbered = [re.fullmatch(r"(.*_)(\d+)", o) for o in outputs]
+    if len(outputs) > 2 and all(numbered):
+        prefixes = {m.group(1) for m in numbered if m}
+        numbers = [int(m.group(2)) for m in numbered if m]
+        if len(prefixes) == 1 and numbers == list(range(numbers[0], numbers[-1] + 1)):
+            prefix = prefixes.pop()
+            return f"{prefix}{numbers[0]} … {prefix}{numbers[-1]}"
+    return ", ".join(outputs)
 
 
 def _test_text(rule: InterlockConfig) -> str:
@@ -206,6 +260,8 @@ class _Compiler:
         many = len(devices) > 1 or is_glob(rule.point or "")
         if rule.scope == "each":
             many = is_glob(rule.point or "")
+        elif rule.scope == "each_point":
+            many = False  # one point per instance
         if many and rule.aggregate is None and rule.trip_when != "offline":
             self.problems.append(
                 f"{where}.aggregate: {rule.point!r} on {len(devices)} device(s) needs an "

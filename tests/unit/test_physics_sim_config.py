@@ -113,6 +113,7 @@ def test_written_config_points_at_every_device(tmp_path: Path) -> None:
         "write_community": "private",
         "outlets": 48,
         "rack": 8,
+        "breaker_a": 200,  # as the simulator sizes them
         "fast_poll_s": 1.0,
         "slow_poll_s": 10.0,
     }

@@ -310,3 +310,12 @@ def test_terms_are_exposed() -> None:
 def test_settings_that_make_no_sense_are_refused(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ControllerConfigError, match=message):
         PidConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_updates_a_sliver_of_time_apart_never_make_the_output_nan() -> None:
+    """Found by hypothesis: kd with no filter and a subnormal dt overflowed to inf."""
+    pid = Pid(PidConfig(kp=0.0, ki=0.0, kd=1.0, out_min=0.0, out_max=1.0, slew_up_per_s=1.0))
+    pid.update(0.0, 0.0, 0.0, applied=0.0)
+    first = pid.update(2.2250738585e-313, 1.0, 0.0)
+    second = pid.update(2.2250738585e-313, 0.0, 0.0)
+    assert 0.0 <= first <= 1.0 and 0.0 <= second <= 1.0
