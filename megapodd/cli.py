@@ -232,29 +232,76 @@ async def _outputs(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+_RULE_STYLE = {"tripped": "bold red", "latched": "yellow", "normal": "green"}
+
+
+def _stages_text(stages: Sequence[Mapping[str, Any]]) -> str:
+    lines = []
+    for stage in stages:
+        when = "now" if not stage["after_s"] else f"+{stage['after_s']:g} s"
+        lines.append(f"{when}: {stage['action']} ({stage['outputs']} = {stage['value']})")
+    return "\n".join(lines) or "alarm only"
+
+
+def interlocks_table(rules: Mapping[str, Mapping[str, Any]], everything: bool) -> Table:
+    """One row per rule; instances that are not normal get rows of their own
+    (a per-server rule has one instance per server). Wraps, never cuts."""
+    table = Table(title="interlocks", title_justify="left", expand=False)
+    table.add_column("interlock", overflow="fold")
+    table.add_column("state", overflow="fold")
+    table.add_column("watches / does", overflow="fold", ratio=1)
+    by_rule: dict[str, list[Mapping[str, Any]]] = {}
+    for instance in rules.values():
+        by_rule.setdefault(str(instance["rule"]), []).append(instance)
+    for rule_id, instances in by_rule.items():
+        first = instances[0]
+        shown = instances if everything else [i for i in instances if i["state"] != "normal"]
+        if len(instances) > 1 or not shown:
+            states = {state: sum(1 for i in instances if i["state"] == state)
+                      for state in ("tripped", "latched", "normal")}
+            summary = ", ".join(
+                f"[{_RULE_STYLE[k]}]{n if len(instances) > 1 else ''} {k}[/{_RULE_STYLE[k]}]"
+                for k, n in states.items()
+                if n
+            ).replace("] ", "]")
+            kind = "" if first["latch"] else " (releases by itself)"
+            what = f"{first['watches']}{kind}\n{_stages_text(first['actions'])}"
+            label = rule_id if len(instances) == 1 else f"{rule_id} ×{len(instances)}"
+            table.add_row(label, summary, what)
+            if len(instances) == 1:
+                continue
+        for instance in shown:
+            style = _RULE_STYLE.get(str(instance["state"]), "")
+            since = instance["since"]
+            stamp = time.strftime("%H:%M:%S", time.gmtime(since)) if since else "—"
+            state = f"[{style}]{instance['state']}[/{style}]\nsince {stamp}"
+            what = f"{instance['watches']}\n{instance['reason']}"
+            if len(instances) == 1:
+                what += f"\n{_stages_text(instance['actions'])}"
+            table.add_row(str(instance["id"]), state, what)
+    return table
+
+
 async def _interlocks(args: argparse.Namespace, console: Console) -> int:
     rules: Any = await call(_socket_path(args), "interlocks")
     if args.json:
         print(json.dumps(rules, indent=2))
         return 0
-    table = Table(title="interlocks", title_justify="left")
-    for column in ("interlock", "state", "watches", "since (UTC)", "reason", "actions"):
-        table.add_column(column)
-    for rule in rules.values():
-        style = {"tripped": "bold red", "latched": "yellow"}.get(rule["state"], "green")
-        since = time.strftime("%H:%M:%S", time.gmtime(rule["since"])) if rule["since"] else "—"
-        limit = "" if rule["limit"] is None else f" {rule['limit']}"
-        watches = f"{rule['device']}.{rule['point']} {rule['trip_when']}{limit}"
-        actions = ", ".join(f"{a['output']}={a['value']:g}" for a in rule["actions"])
-        state = f"[{style}]{rule['state']}[/{style}]"
-        table.add_row(rule["id"], state, watches, since, rule["reason"], actions)
-    console.print(table)
+    console.print(interlocks_table(rules, args.all))
+    return 0
+
+
+async def _rack(args: argparse.Namespace, console: Console) -> int:
+    request = {"rack": args.rack, "action": args.action}
+    result: Any = await call(_socket_path(args), "rack", request, timeout_s=30.0)
+    console.print(f"rack {result['rack']}: coolant supply {result['isolation']}")
     return 0
 
 
 async def _reset(args: argparse.Namespace, console: Console) -> int:
     result: Any = await call(_socket_path(args), "reset", {"interlock": args.interlock})
-    console.print(f"interlock {result['interlock']}: reset, now {result['state']}")
+    reset = ", ".join(result.get("reset") or [result["interlock"]])
+    console.print(f"interlock {result['interlock']}: reset ({reset}), now {result['state']}")
     return 0
 
 
@@ -320,11 +367,18 @@ def _parser() -> argparse.ArgumentParser:
     release.add_argument("output")
     release.set_defaults(func=_release)
     interlocks = sub.add_parser("interlocks", help="interlock states")
+    interlocks.add_argument(
+        "--all", action="store_true", help="a row for every instance, normal ones too"
+    )
     interlocks.add_argument("--json", action="store_true")
     interlocks.set_defaults(func=_interlocks)
     reset = sub.add_parser("reset", help="reset a latched interlock once its cause is gone (admin)")
     reset.add_argument("interlock", help="interlock id")
     reset.set_defaults(func=_reset)
+    rack = sub.add_parser("rack", help="open or isolate a rack's coolant supply (admin)")
+    rack.add_argument("rack", type=int, help="rack number, from 1")
+    rack.add_argument("action", choices=["open", "isolate"])
+    rack.set_defaults(func=_rack)
     outputs = sub.add_parser("outputs", help="who owns each actuator")
     outputs.add_argument("--json", action="store_true")
     outputs.set_defaults(func=_outputs)

@@ -13,6 +13,10 @@ orchestrator drives is `SimulatedPdu.model`, a `PduModel`:
 - `unsupported`: names of metered columns that read −1 ("not supported"):
   device_power, device_energy, phase_current, phase_voltage, phase_power,
   outlet_current, outlet_power, outlet_energy.
+- `stuck`: a sensor fault per daemon point name (`power_w`, `energy_kwh`,
+  `phase<p>_current_a`, `phase<p>_voltage_v`, `phase<p>_power_w`): a value in
+  the point's unit that the meter reports instead of the truth, or None for a
+  broken transmitter (the top of the INTEGER range).
 - `SimulatedPdu.silent = True`: the agent stops answering (device silent).
 
 Electrics: outlet n is on phase ((n-1) % 3) + 1 at 230 V line-to-neutral; a
@@ -113,6 +117,7 @@ class PduModel:
         self.outlets = [Outlet(n, f"Outlet {n}") for n in range(1, outlets + 1)]
         self.tripped: set[int] = set()
         self.unsupported: set[str] = set()
+        self.stuck: dict[str, float | None] = {}
         self._loop = asyncio.get_running_loop()
         self._last_s = self._loop.time()
 
@@ -303,13 +308,28 @@ def build_mib(model: PduModel, sys_name: str) -> Mib:
         )
     mib.add_constant((*SYSTEM, 7, 0), Tag.INTEGER, 72)
 
-    def metered(column: str, value: Callable[[], float]) -> Callable[[], tuple[Tag, Value]]:
-        return lambda: _int(-1 if column in model.unsupported else round(value()))
+    def metered(
+        column: str, value: Callable[[], float], point: str = "", per_raw: float = 1.0
+    ) -> Callable[[], tuple[Tag, Value]]:
+        """A meter's column; `point` and `per_raw` (engineering units per raw
+        count) say how a stuck-sensor fault on it reads."""
+
+        def read() -> tuple[Tag, Value]:
+            if column in model.unsupported:
+                return _int(-1)
+            if point in model.stuck:
+                stuck = model.stuck[point]
+                return _int(INT32_MAX if stuck is None else round(stuck / per_raw))
+            return _int(round(value()))
+
+        return read
 
     dev = (*RPDU2, 4, 3, 1)
     mib.add((*dev, 4, 1), lambda: _int(model.device_load_state))
-    mib.add((*dev, 5, 1), metered("device_power", lambda: model.power_w / 10.0))
-    mib.add((*dev, 9, 1), metered("device_energy", lambda: model.energy_kwh * 10.0))
+    mib.add((*dev, 5, 1), metered("device_power", lambda: model.power_w / 10.0, "power_w", 10.0))
+    mib.add(
+        (*dev, 9, 1), metered("device_energy", lambda: model.energy_kwh * 10.0, "energy_kwh", 0.1)
+    )
     for p in range(1, PHASES + 1):
         _add_phase(mib, model, p, metered)
     for outlet in model.outlets:
@@ -317,15 +337,29 @@ def build_mib(model: PduModel, sys_name: str) -> Mib:
     return mib
 
 
-Metered = Callable[[str, Callable[[], float]], Callable[[], tuple[Tag, Value]]]
+Metered = Callable[..., Callable[[], tuple[Tag, Value]]]
+INT32_MAX = 2**31 - 1  # what a broken meter reads (stuck at the top of the range)
+# The points a sensor fault can touch (the daemon's names for them).
+STICKABLE_POINTS: frozenset[str] = frozenset(
+    {"power_w", "energy_kwh"}
+    | {f"phase{p}_{q}" for p in range(1, PHASES + 1) for q in ("current_a", "voltage_v", "power_w")}
+)
 
 
 def _add_phase(mib: Mib, model: PduModel, p: int, metered: Metered) -> None:
     phase = (*RPDU2, 6, 3, 1)
     mib.add((*phase, 4, p), lambda: _int(model.phase_load_state(p)))
-    mib.add((*phase, 5, p), metered("phase_current", lambda: model.phase_current_a(p) * 10))
-    mib.add((*phase, 6, p), metered("phase_voltage", lambda: model.voltage_v))
-    mib.add((*phase, 7, p), metered("phase_power", lambda: model.phase_power_w(p) / 10))
+    mib.add(
+        (*phase, 5, p),
+        metered("phase_current", lambda: model.phase_current_a(p) * 10, f"phase{p}_current_a", 0.1),
+    )
+    mib.add(
+        (*phase, 6, p), metered("phase_voltage", lambda: model.voltage_v, f"phase{p}_voltage_v")
+    )
+    mib.add(
+        (*phase, 7, p),
+        metered("phase_power", lambda: model.phase_power_w(p) / 10, f"phase{p}_power_w", 10.0),
+    )
 
 
 def _add_outlet(mib: Mib, model: PduModel, outlet: Outlet, metered: Metered) -> None:

@@ -280,11 +280,15 @@ class SimPod:
             case f.SensorStuck(device=device, device_kind=kind, point=point, value=value):
                 if kind is f.DeviceKind.CDU:
                     links.cdu.stick(point, value)
+                elif kind is f.DeviceKind.PDU:
+                    links.pdu.stick(device, point, value)
                 else:
                     links.bmc.stick(ServerId.parse(device), point, value)
             case f.SensorRange(device=device, device_kind=kind, point=point):
                 if kind is f.DeviceKind.CDU:
                     links.cdu.out_of_range(point)
+                elif kind is f.DeviceKind.PDU:
+                    links.pdu.stick(device, point, None)
                 else:
                     links.bmc.out_of_range(ServerId.parse(device), point)
             case f.Silent():
@@ -315,6 +319,8 @@ class SimPod:
             ):
                 if kind is f.DeviceKind.CDU:
                     links.cdu.clear_sensor(point)
+                elif kind is f.DeviceKind.PDU:
+                    links.pdu.clear_sensor(device, point)
                 else:
                     links.bmc.clear_sensor(ServerId.parse(device), point)
             case f.Silent():

@@ -23,7 +23,9 @@ GPU_MAX_OPERATING_C = 87.0
 GPU_SHUTDOWN_C = 92.0
 # A capped server still runs, at 60 % of its 10.2 kW peak (DGX H100).
 GPU_HOT_CAP_W = 6_000.0
-# Below this reservoir level the pump draws air (the simulator cavitates at 5 %).
+# The CDU's own reservoir-low alarm level (its status bit b5); below the
+# critical level the pump is close to drawing air (the simulator cavitates at 5 %).
+RESERVOIR_LOW_PCT = 20.0
 RESERVOIR_CRITICAL_PCT = 10.0
 # Loss of flow: under a tenth of the design flow (1.5 L/min per kW, POD-NUMBERS.md)
 # while a pump runs; the pump floor (20 %) alone gives twice that.
@@ -91,7 +93,8 @@ def default_rules(layout: PodLayout, ratings: Sequence[PduRating]) -> list[str]:
         )
     lines += _rule(
         "reservoir-low",
-        [f"device = {cdu}", 'point = "reservoir_low"', 'trip_when = "true"', 'severity = "alarm"',
+        [f"device = {cdu}", 'point = "reservoir_level_pct"', 'trip_when = "below"',
+         f"limit = {RESERVOIR_LOW_PCT:g}", "clear_margin = 5.0", 'severity = "alarm"',
          'on_stale = "hold"'],
         ['{do = "alarm"}'],
     )

@@ -66,6 +66,11 @@ class ReleaseRequest(ActingRequest):
     output: StrictStr = Field(min_length=1, max_length=64)
 
 
+class RackRequest(ActingRequest):
+    rack: int = Field(ge=1, le=16)
+    action: Literal["open", "isolate"]
+
+
 class ResetRequest(ActingRequest):
     interlock: StrictStr = Field(min_length=1, max_length=64)
 

@@ -16,6 +16,7 @@ from megapodd.commands.requests import (
     EventsRequest,
     OutletRequest,
     OverrideRequest,
+    RackRequest,
     ReleaseRequest,
     ResetRequest,
     ServerRequest,
@@ -71,6 +72,10 @@ class CommandService:
             "release": Command(self._release, ReleaseRequest, admin, "end an override", fleet=True),
             "interlocks": Command(
                 self._interlocks_status, EmptyRequest, reader, "interlock states"
+            ),
+            # Local only: coolant back into a rack is for someone who has looked at it.
+            "rack": Command(
+                self._rack, RackRequest, admin, "open or isolate a rack's coolant supply"
             ),
             # Never over MQTT: interlock resets are local only.
             "reset": Command(
@@ -200,12 +205,26 @@ class CommandService:
             "release", output.device_id, self._args(request), caller, apply
         )
 
+    async def _rack(self, request: RackRequest, caller: Caller) -> object:
+        names = [f"{cdu}.rack_{request.rack}_isolation" for cdu in self._devices.cdus]
+        missing = [n for n in names if n not in self._arbiter.outputs]
+        if not names or missing:
+            raise CommandRefused(f"rack {request.rack} has no isolation valve in this pod")
+        state = "open" if request.action == "open" else "closed"
+
+        async def apply() -> dict[str, Any]:
+            for name in names:
+                await self._arbiter.act(name, state, caller.owner, caller.who)
+            return {"rack": request.rack, "isolation": state}
+
+        return await self.audit.run("rack", "megapodctl", self._args(request), caller, apply)
+
     async def _reset(self, request: ResetRequest, caller: Caller) -> object:
         async def apply() -> dict[str, Any]:
             try:
-                self._interlocks.reset(request.interlock, caller.who)
+                done = self._interlocks.reset(request.interlock, caller.who)
             except ResetRefused as exc:
                 raise CommandRefused(str(exc)) from None
-            return {"interlock": request.interlock, "state": "normal"}
+            return {"interlock": request.interlock, "state": "normal", "reset": done}
 
         return await self.audit.run("reset", "megapodctl", self._args(request), caller, apply)

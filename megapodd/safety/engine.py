@@ -104,6 +104,7 @@ class InterlockEngine:
                 self._by_device.setdefault(device, []).append(instance)
         self._watchers: dict[tuple[str, str], list[_Instance]] = {}  # filled as points appear
         self._started_s: float | None = None
+        self._reached: set[str] = set()  # devices that have been online since start
         self._listeners: list[Callable[[], None]] = []
 
     def add_listener(self, listener: Callable[[], None]) -> None:
@@ -316,7 +317,20 @@ class InterlockEngine:
 
     def _check_offline(self, instance: _Instance) -> None:
         devices = instance.spec.devices
-        offline = [d for d in devices if self._store.device(d).state is DeviceState.OFFLINE]
+        now = self._clock()
+        started = self._started_s if self._started_s is not None else now
+        for device in devices:
+            if self._store.device(device).state is not DeviceState.OFFLINE:
+                self._reached.add(device)
+        # Every device starts offline ("not yet polled"): one never reached counts
+        # as lost only once it has had stale_after_s to connect (a BMC's SDR walk).
+        grace_over = now - started >= instance.spec.stale_after_s
+        offline = [
+            d
+            for d in devices
+            if self._store.device(d).state is DeviceState.OFFLINE
+            and (d in self._reached or grace_over)
+        ]
         mode = instance.spec.mode
         needed = {"any": 1, "all": len(devices), "count": instance.spec.rule.count or 1}[mode]
         holds = len(offline) >= needed

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from sim_devices.faults import FaultError
 from sim_devices.pdu import PHASE_VOLTAGE_V as PDU_PHASE_VOLTAGE_V
-from sim_devices.pdu import PduFarm, PduSpec
+from sim_devices.pdu import STICKABLE_POINTS, PduFarm, PduSpec
 from sim_devices.physics import PodModel, PodSnapshot
 from sim_devices.physics import constants as k
 from sim_devices.profiles import PodLayout, PortPlan, breaker_rating_a
 
-PDU_POINTS: frozenset[str] = frozenset()  # the PDU sim offers no per-sensor overrides
+PDU_POINTS: frozenset[str] = STICKABLE_POINTS  # what sensor-stuck/sensor-range may touch
 
 
 def pdu_specs(layout: PodLayout, ports: PortPlan, host: str) -> list[PduSpec]:
@@ -63,6 +63,13 @@ class PduLink:
         model = self.farm[pdu].model
         for outlet in self._tripped_outlets.pop((pdu, phase)):
             model.switch(outlet, True)
+
+    def stick(self, pdu: str, point: str, value: float | None) -> None:
+        """A meter stuck at `value` (in the point's unit), or broken (None)."""
+        self.farm[pdu].model.stuck[point] = value
+
+    def clear_sensor(self, pdu: str, point: str) -> None:
+        self.farm[pdu].model.stuck.pop(point, None)
 
     def set_silent(self, pdu: str, silent: bool) -> None:
         self.farm[pdu].silent = silent
