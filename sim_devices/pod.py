@@ -380,6 +380,8 @@ class SimPod:
             bmc = links.bmc.state(server.server)
             entry["fan_mode"] = "full" if bmc.fan_mode == 1 else "standard"
             entry["fan_zone_duty_pct"] = list(bmc.fan_duty_pct)
+            # The DCMI power limit as set (None: no limit active).
+            entry["power_limit_w"] = bmc.power_limit_w if bmc.power_limit_active else None
         return {
             "time_s": snap.time_s,
             "speed": self.options.speed,

@@ -1,0 +1,358 @@
+"""The default safety rules, fault by fault, against the simulated pod.
+
+Each test starts `megapod-sim` (the small pod) with the config it writes and a
+daemon on it, injects faults with `megapod-sim inject`, and checks what
+happened on the wire with the peer tools (mbpoll for the CDU's registers,
+snmpget for outlets) and the simulator's true state (chassis power, fan duty,
+power limits), then the events, the latched or released state, the clearing
+and the reset. The rules' long delays (30 s, 60 s, 120 s) are shortened in the
+config so a test takes seconds; the engine's timing itself is tested on the
+loop clock in tests/unit/test_safety_engine.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from megapodd.app import Daemon
+from megapodd.store import DeviceState
+from tests.daemon_helpers import megapodctl, running_daemon
+from tests.helpers import MosquittoBroker, free_tcp_port, wait_until
+from tests.integration.sim_process import RunningSim, running_sim
+from tests.peers import mbpoll_holding, snmpget_outlet
+
+pytestmark = pytest.mark.integration
+
+CONTROL_MODE, PUMP_SETPOINT, LEAD_PUMP, VALVE, ISOLATION = 101, 102, 103, 104, 108
+# Real delays -> test delays (seconds).
+_FASTER = {
+    r"for_s = 30\b": "for_s = 2",
+    r"hard_after_s = 60\b": "hard_after_s = 3",
+    r"after_s = 120\b": "after_s = 5",
+    r"after_s = 125\b": "after_s = 10",
+}
+
+
+@dataclass
+class Pod:
+    sim: RunningSim
+    daemon: Daemon
+    tmp: Path
+
+    @property
+    def cdu_port(self) -> int:
+        return int(self.sim.ready["cdu_port"])
+
+    def pdu_port(self, pdu: str) -> int:
+        return int(self.sim.ready["pdu_ports"][pdu])
+
+    @property
+    def sock(self) -> str:
+        return str(self.daemon.config.api.socket)
+
+    async def inject(self, *fault: str) -> None:
+        result = await self.sim.cli("inject", *fault)
+        assert result.returncode == 0, result.stderr
+
+    async def clear(self, *fault: str) -> None:
+        result = await self.sim.cli("inject", "--clear", *fault)
+        assert result.returncode == 0, result.stderr
+
+    def state(self, instance: str) -> str:
+        return str(self.daemon.interlocks.snapshot()[instance]["state"])  # type: ignore[index]
+
+    async def until(self, instance: str, state: str, timeout_s: float = 15.0) -> None:
+        await wait_until(lambda: self.state(instance) == state, timeout_s=timeout_s)
+
+    async def server(self, server: str) -> dict[str, Any]:
+        status = await self.sim.status()
+        [entry] = [s for s in status["servers"] if s["id"] == server]
+        return dict(entry)
+
+    async def servers_on(self) -> list[str]:
+        status = await self.sim.status()
+        return [s["id"] for s in status["servers"] if s["chassis_on"]]
+
+    def events(self, kind: str, rule: str | None = None) -> list[Any]:
+        return [
+            e
+            for e in self.daemon.events.recent
+            if e.type == kind and (rule is None or e.data.get("rule") == rule)
+        ]
+
+    async def reset(self, rule: str) -> tuple[int, str]:
+        code, out, err = await megapodctl("--socket", self.sock, "reset", rule)
+        return code, out + err
+
+
+@pytest.fixture
+async def pod(tmp_path: Path, mosquitto: MosquittoBroker) -> AsyncIterator[Pod]:
+    state = tmp_path / "pod"
+    config = tmp_path / "pod.toml"
+    extra = ["--profile", "small", "--write-config", str(config), "--mqtt-url", mosquitto.url,
+             "--pod-id", "pod-safety"]  # fmt: skip
+    async with running_sim(state, free_tcp_port(), extra) as sim:
+        text = config.read_text()
+        for pattern, faster in _FASTER.items():
+            text = re.sub(pattern, faster, text)
+        config.write_text(text)
+        async with running_daemon(config) as daemon:
+            await wait_until(
+                lambda: all(r.state is DeviceState.ONLINE for r in daemon.store.devices()),
+                timeout_s=30,
+            )
+            yield Pod(sim, daemon, tmp_path)
+
+
+async def test_leaks_isolate_and_power_off_their_rack_and_nothing_comes_back_by_itself(
+    pod: Pod,
+) -> None:
+    r1a, r2a = pod.pdu_port("pdu-r1a"), pod.pdu_port("pdu-r2a")
+    # A wet drip tray: Modbus, checked data, so the first reading trips.
+    await pod.inject("leak", "r1")
+    await pod.until("leak-tray-r1", "tripped", 5)
+    await wait_until(
+        lambda: all(e.data["result"] == "done" for e in pod.events("interlock_action"))
+        and len(pod.events("interlock_action", "leak-tray-r1")) == 25,
+        timeout_s=10,
+    )
+    assert await mbpoll_holding(pod.cdu_port, ISOLATION) == [0b01]
+    for outlet in (1, 4, 24):
+        assert await snmpget_outlet(r1a, outlet, pod.tmp) == "off"
+    assert await snmpget_outlet(r2a, 1, pod.tmp) == "on"  # the other rack runs on
+    [tripped] = pod.events("interlock_tripped", "leak-tray-r1")
+    assert tripped.severity == "critical"
+
+    # A reset while the tray is still wet is refused, and audited.
+    code, text = await pod.reset("leak-tray-r1")
+    assert code == 1 and "still tripped" in text
+    assert any(
+        e.data.get("command") == "reset" for e in pod.daemon.events.recent
+        if e.type == "command_rejected"
+    )
+    await pod.clear("leak", "r1")
+    await pod.until("leak-tray-r1", "latched", 5)
+    code, text = await pod.reset("leak-tray-r1")
+    assert code == 0, text
+    await asyncio.sleep(1.0)
+    assert await mbpoll_holding(pod.cdu_port, ISOLATION) == [0b01]  # still closed
+    assert await snmpget_outlet(r1a, 1, pod.tmp) == "off"  # still off
+    code, _, err = await megapodctl("--socket", pod.sock, "rack", "1", "open")
+    assert code == 0, err
+    assert await mbpoll_holding(pod.cdu_port, ISOLATION) == [0]
+    code, _, err = await megapodctl("--socket", pod.sock, "outlet", "pdu-r1a", "1", "on")
+    assert code == 0, err
+
+    # A server's own leak sensor (Terminal Mode: two agreeing reads) in rack 2.
+    await pod.inject("leak", "r2s03")
+    await pod.until("leak-server-r2", "tripped", 15)
+    await wait_until(
+        lambda: len(pod.events("interlock_action", "leak-server-r2")) == 25, timeout_s=10
+    )
+    assert await mbpoll_holding(pod.cdu_port, ISOLATION) == [0b10]
+    assert await snmpget_outlet(r2a, 3, pod.tmp) == "off"
+    assert await snmpget_outlet(r1a, 1, pod.tmp) == "on"
+    await pod.clear("leak", "r2s03")
+    await pod.until("leak-server-r2", "latched", 15)
+    code, text = await pod.reset("leak-server-r2")
+    assert code == 0, text
+
+
+async def test_reservoir_low_alarms_and_critical_shuts_the_pod_down(pod: Pod) -> None:
+    await pod.inject("sensor-stuck", "cdu1", "reservoir_level_pct", "15")
+    await pod.until("reservoir-low", "tripped", 5)
+    [alarm] = pod.events("interlock_tripped", "reservoir-low")
+    assert alarm.severity == "alarm" and alarm.data["alarm"] is True
+    assert await pod.servers_on()  # an alarm only
+    await pod.inject("sensor-stuck", "cdu1", "reservoir_level_pct", "8")
+    await pod.until("reservoir-critical", "tripped", 5)
+    # Soft shutdown at once, hard power-off 3 s later for servers still on.
+    await _until_all_off(pod, timeout_s=20)
+    await wait_until(
+        lambda: len([
+            e for e in pod.events("interlock_action", "reservoir-critical")
+            if e.data["output"].endswith("outlet_1") and e.data["result"] == "done"
+        ]) == 2,
+        timeout_s=20,
+    )  # fmt: skip
+    assert await snmpget_outlet(pod.pdu_port("pdu-r2a"), 1, pod.tmp) == "off"
+    await pod.clear("sensor-stuck")
+    await pod.until("reservoir-critical", "latched", 5)
+    for rule in ("reservoir-low", "reservoir-critical"):
+        code, text = await pod.reset(rule)
+        assert code == 0, text
+    assert await pod.servers_on() == []  # nothing is switched back on by itself
+
+
+async def _until_all_off(pod: Pod, timeout_s: float) -> None:
+    async def all_off() -> bool:
+        return await pod.servers_on() == []
+
+    await wait_until(all_off, timeout_s=timeout_s, interval_s=0.5)
+
+
+async def test_hot_supply_drives_cooling_to_full_and_critical_shuts_down(pod: Pod) -> None:
+    await pod.inject("sensor-stuck", "cdu1", "supply_temp_c", "46")
+    await pod.until("supply-high", "tripped", 5)
+
+    async def cooling_full() -> bool:
+        servers = (await pod.sim.status())["servers"]
+        return all(s["fan_duty_pct"] == 100 for s in servers)  # what drives the fans
+
+    await wait_until(cooling_full, timeout_s=20, interval_s=0.5)
+    assert await mbpoll_holding(pod.cdu_port, PUMP_SETPOINT) == [10000]
+    assert await mbpoll_holding(pod.cdu_port, CONTROL_MODE) == [0]  # remote speed
+    assert pod.state("supply-critical") == "normal"
+    await pod.inject("sensor-stuck", "cdu1", "supply_temp_c", "51")
+    await asyncio.sleep(1.0)
+    assert pod.state("supply-critical") == "normal"  # for_s (2 s here) not yet
+    await pod.until("supply-critical", "tripped", 5)
+    await _until_all_off(pod, timeout_s=20)
+    await pod.clear("sensor-stuck")
+    await pod.until("supply-critical", "latched", 5)
+    await pod.until("supply-high", "latched", 5)
+    for rule in ("supply-critical", "supply-high"):
+        code, text = await pod.reset(rule)
+        assert code == 0, text
+    # The pumps go back to the CDU's own control; the servers stay off.
+    async def handed_back() -> bool:
+        return await mbpoll_holding(pod.cdu_port, CONTROL_MODE) == [1]
+
+    await wait_until(handed_back, timeout_s=10, interval_s=0.5)
+    assert await pod.servers_on() == []
+
+
+async def test_loss_of_flow_switches_the_lead_pump_then_shuts_down(pod: Pod) -> None:
+    assert await mbpoll_holding(pod.cdu_port, LEAD_PUMP) == [0]
+    await pod.inject("sensor-stuck", "cdu1", "flow_lpm", "0")
+    await pod.until("flow-lost", "tripped", 5)
+
+    async def lead_is_pump2() -> bool:
+        return await mbpoll_holding(pod.cdu_port, LEAD_PUMP) == [2]  # pump 1 was running
+
+    await wait_until(lead_is_pump2, timeout_s=5, interval_s=0.25)
+    assert await pod.servers_on()  # not yet: the other pump gets 5 s
+    await _until_all_off(pod, timeout_s=30)
+    await pod.clear("sensor-stuck")
+    await pod.until("flow-lost", "latched", 5)
+    code, text = await pod.reset("flow-lost")
+    assert code == 0, text
+
+
+async def test_a_hot_gpu_caps_its_server_and_a_critical_one_shuts_it_down(pod: Pod) -> None:
+    await pod.inject("sensor-stuck", "r1s02", "gpu3_temp_c", "88")
+    await pod.until("gpu-hot@r1s02", "tripped", 15)
+
+    async def limit(server: str) -> object:
+        return (await pod.server(server))["power_limit_w"]
+
+    async def capped() -> bool:
+        return await limit("r1s02") == 6000
+
+    await wait_until(capped, timeout_s=10, interval_s=0.5)
+    assert await limit("r1s03") is None  # only that server
+    await pod.clear("sensor-stuck")
+    await pod.until("gpu-hot@r1s02", "normal", 15)  # releases by itself
+
+    async def uncapped() -> bool:
+        return await limit("r1s02") is None
+
+    await wait_until(uncapped, timeout_s=10, interval_s=0.5)
+    assert pod.events("interlock_released", "gpu-hot@r1s02")
+
+    await pod.inject("sensor-stuck", "r1s02", "gpu3_temp_c", "93")
+    await pod.until("gpu-shutdown@r1s02", "tripped", 15)
+
+    async def r1s02_off() -> bool:
+        return "r1s02" not in await pod.servers_on()
+
+    await wait_until(r1s02_off, timeout_s=20, interval_s=0.5)
+    assert len(await pod.servers_on()) == 7
+    await pod.clear("sensor-stuck")
+    await pod.until("gpu-shutdown@r1s02", "latched", 15)
+    code, text = await pod.reset("gpu-shutdown")  # every latched instance that is clear
+    assert code == 0 and "gpu-shutdown@r1s02" in text, text
+    code, _, err = await megapodctl("--socket", pod.sock, "server", "r1s02", "on")
+    assert code == 0, err
+
+
+async def test_phase_current_caps_that_phase_and_sheds_its_lowest_priority_outlets(
+    pod: Pod,
+) -> None:
+    port = pod.pdu_port("pdu-r1a")
+    # Phase 1 of pdu-r1a feeds r1s01 (outlet 1) and r1s04 (outlet 4); breaker 125 A.
+    await pod.inject("sensor-stuck", "pdu-r1a", "phase1_current_a", "115")
+    instance = "phase-high-pdu-r1a@pdu-r1a.phase1_current_a"
+    await pod.until(instance, "tripped", 5)
+
+    async def caps() -> list[object]:
+        return [(await pod.server(s))["power_limit_w"] for s in ("r1s01", "r1s04", "r1s02")]
+
+    async def capped() -> bool:
+        limits = await caps()
+        return limits[:2] == [10200, 10200]
+
+    await wait_until(capped, timeout_s=15, interval_s=0.5)
+    assert (await caps())[2] is None  # r1s02 is on phase 2
+    await pod.clear("sensor-stuck")
+    await pod.until(instance, "normal", 5)  # releases by itself
+
+    async def released() -> bool:
+        return (await caps())[:2] == [None, None]
+
+    await wait_until(released, timeout_s=15, interval_s=0.5)
+
+    await pod.inject("sensor-stuck", "pdu-r1a", "phase1_current_a", "126")
+    overload = "phase-overload-pdu-r1a@pdu-r1a.phase1_current_a"
+    await pod.until(overload, "tripped", 5)
+
+    async def shed() -> bool:
+        return await snmpget_outlet(port, 1, pod.tmp) == "off"
+
+    await wait_until(shed, timeout_s=10, interval_s=0.5)
+    assert await snmpget_outlet(port, 4, pod.tmp) == "off"
+    assert await snmpget_outlet(port, 2, pod.tmp) == "on"  # phase 2
+    await pod.clear("sensor-stuck")
+    await pod.until(overload, "latched", 5)
+    code, text = await pod.reset("phase-overload-pdu-r1a")
+    assert code == 0, text
+    assert await snmpget_outlet(port, 1, pod.tmp) == "off"  # stays as the rule left it
+
+
+async def test_lost_devices_alarm_and_a_lost_bmc_gets_full_fans(pod: Pod) -> None:
+    await pod.inject("silent", "pdu-r1a")
+    await pod.until("pdu-lost@pdu-r1a", "tripped", 20)
+    [alarm] = pod.events("interlock_tripped", "pdu-lost@pdu-r1a")
+    assert alarm.severity == "alarm"
+    await pod.clear("silent", "pdu-r1a")
+    await pod.until("pdu-lost@pdu-r1a", "normal", 20)
+
+    await pod.inject("silent", "r1s01")
+    await pod.until("bmc-lost@r1s01", "tripped", 40)
+    await pod.clear("silent", "r1s01")
+    await pod.until("bmc-lost@r1s01", "latched", 40)
+
+    async def full_fans() -> bool:
+        return bool((await pod.server("r1s01"))["fan_duty_pct"] == 100)
+
+    await wait_until(full_fans, timeout_s=20, interval_s=0.5)
+    code, text = await pod.reset("bmc-lost@r1s01")
+    assert code == 0, text
+
+    # A silent CDU: the alarm; and supply-high trips on the missing reading
+    # (fail safe: cooling to full), which the CDU's own watchdog also does.
+    await pod.inject("silent", "cdu1")
+    await pod.until("cdu-lost", "tripped", 20)
+    await pod.until("supply-high", "tripped", 10)  # 5 s without a good reading
+    await pod.clear("silent", "cdu1")
+    await pod.until("cdu-lost", "normal", 20)
+    await pod.until("supply-high", "latched", 20)
+    code, text = await pod.reset("supply-high")
+    assert code == 0, text
