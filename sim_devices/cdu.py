@@ -197,6 +197,8 @@ class SimulatedCdu:
         self.write_latency_s = 0.0
         self.requests: deque[RequestRecord] = deque(maxlen=1000)
         self.writes: list[tuple[int, int]] = []
+        # (loop time, address, value) of accepted writes, for latency benchmarks.
+        self.write_log: deque[tuple[float, int, int]] = deque(maxlen=20_000)
         self.port = 0
         self._overrides: dict[int, int] = {}
         self._server: asyncio.Server | None = None
@@ -421,6 +423,7 @@ class SimulatedCdu:
     def _apply_write(self, address: int, value: int) -> None:
         s = self.state
         self.writes.append((address, value))
+        self.write_log.append((asyncio.get_running_loop().time(), address, value))
         if address == 100:
             rising = bool(value & 4) and not s.alarm_reset_bit
             s.remote_enable = bool(value & 1)

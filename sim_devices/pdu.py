@@ -39,6 +39,7 @@ import enum
 import json
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -118,6 +119,8 @@ class PduModel:
         self.tripped: set[int] = set()
         self.unsupported: set[str] = set()
         self.stuck: dict[str, float | None] = {}
+        # (loop time, outlet, on) of every switch, for latency benchmarks.
+        self.switch_log: deque[tuple[float, int, bool]] = deque(maxlen=20_000)
         self._loop = asyncio.get_running_loop()
         self._last_s = self._loop.time()
 
@@ -246,6 +249,8 @@ class PduModel:
 
     def _set_on(self, outlet: Outlet, on: bool) -> None:
         self._advance()
+        if outlet.on != on:
+            self.switch_log.append((self._loop.time(), outlet.number, on))
         outlet.on = on
         if on:
             # Switching an outlet back on closes its phase's breaker again.

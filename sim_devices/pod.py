@@ -206,6 +206,8 @@ class SimPod:
         op = request["op"]
         if op == "status":
             return {"ok": True, "status": self.status()}
+        if op == "log":
+            return {"ok": True, **self.actuation_log(request.get("since_s", 0.0))}
         if op in ("inject", "clear"):
             name = request.get("fault")
             args = request.get("args", [])
@@ -215,12 +217,35 @@ class SimPod:
                 if not isinstance(name, str):
                     raise f.FaultError('inject needs a "fault" name')
                 fault = self.inject(name, args)
-                return {"ok": True, "injected": f.describe(fault), "active": self.active()}
+                at_s = asyncio.get_running_loop().time()  # the devices show it from now
+                return {
+                    "ok": True,
+                    "injected": f.describe(fault),
+                    "active": self.active(),
+                    "at_s": at_s,
+                }
             if name is not None and not isinstance(name, str):
                 raise f.FaultError('"fault" must be a name or null')
             cleared = self.clear(name, args)
             return {"ok": True, "cleared": cleared, "active": self.active()}
-        raise f.FaultError(f"unknown op {op!r}; ops: inject, clear, status")
+        raise f.FaultError(f"unknown op {op!r}; ops: inject, clear, status, log")
+
+    def actuation_log(self, since_s: object) -> dict[str, Any]:
+        """What the daemon did to the devices since `since_s` (loop time): CDU
+        register writes and outlet switches, each with the time it landed."""
+        if isinstance(since_s, bool) or not isinstance(since_s, int | float):
+            raise f.FaultError('"since_s" must be a number (the sim\'s loop time)')
+        links = self.links
+        outlets = {}
+        for pdu in self.options.layout.pdu_ids():
+            switched = links.pdu.farm[pdu].model.switch_log
+            outlets[pdu] = [list(entry) for entry in switched if entry[0] >= since_s]
+        writes = [list(entry) for entry in links.cdu.sim.write_log if entry[0] >= since_s]
+        return {
+            "now_s": asyncio.get_running_loop().time(),
+            "cdu_writes": writes,
+            "outlet_switches": outlets,
+        }
 
     def active(self) -> list[str]:
         return [f.describe(fault) for fault in self.faults.values()]
