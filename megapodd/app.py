@@ -17,6 +17,8 @@ from megapodd.backoff import Backoff
 from megapodd.commands.service import CommandService
 from megapodd.config import Config, ConfigError
 from megapodd.control.arbiter import OutputArbiter
+from megapodd.control.loop_specs import compile_loops
+from megapodd.control.loops import LoopEngine
 from megapodd.control.tick import ControlTick, TickDuty
 from megapodd.devices import build_devices, register_outputs
 from megapodd.devices.cdu import request_heartbeat
@@ -90,15 +92,22 @@ class Daemon:
         # Latched interlocks first, so the first write to a device is theirs (invariant 3).
         self.interlocks.restore()
         self.arbiter.start()  # queued: runs once each device is connected
+        loops, zones = compile_loops(config)
+        self.loops = LoopEngine(
+            loops, zones, self.store, self.arbiter, self.events, _loop_clock
+        )
         self.point_events = PointEvents(self.store, self.events)
         self._subscribe()
         self.telemetry.add_retained_topic("interlocks", self.interlocks.snapshot)
         self.interlocks.add_listener(lambda: self.telemetry.topic_changed("interlocks"))
+        self.telemetry.add_retained_topic("loops", self.loops.snapshot)
+        self.loops.add_listener(lambda: self.telemetry.topic_changed("loops"))
         duties = [
             # Four heartbeats per CDU watchdog period: one may wait behind a poll.
             TickDuty(cdu_config.watchdog_timeout_s / 4, functools.partial(request_heartbeat, cdu))
             for cdu_config, cdu in self.devices.cdus.values()
         ]
+        duties.append(TickDuty(0.0, self.loops.tick))
         duties.append(TickDuty(0.0, self.arbiter.tick))
         duties.append(TickDuty(_STALENESS_CHECK_S, self._refresh_staleness))
         duties.append(TickDuty(_STALENESS_CHECK_S, self.interlocks.check_inputs))
@@ -109,6 +118,7 @@ class Daemon:
             self.devices,
             self.arbiter,
             self.interlocks,
+            self.loops,
             _loop_clock,
             self.pod_info,
         )
@@ -138,6 +148,12 @@ class Daemon:
             self.interlocks.on_readings,
             Severity.CRITICAL,
             "interlocks may not act on this device's readings until it works again",
+        )
+        self.store.readings.add(
+            "control loops",
+            self.loops.on_readings,
+            Severity.CRITICAL,
+            "the loops may miss a bad reading of this device and not go to failsafe",
         )
         self.store.changes.add(
             "point events",

@@ -291,6 +291,70 @@ async def _interlocks(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+_MODE_STYLE = {"auto": "green", "failsafe": "bold red", "held": "yellow", "overridden": "yellow"}
+
+
+def _num(value: object, unit: str = "") -> str:
+    if value is None:
+        return "—"
+    return f"{value:.4g}{unit}" if isinstance(value, float) else str(value)
+
+
+def loops_table(loops: Mapping[str, Mapping[str, Any]]) -> Table:
+    """One row per loop; per-server loops folded into one row unless not in auto."""
+    table = Table(title="control loops", title_justify="left")
+    table.add_column("loop", overflow="fold")
+    table.add_column("mode", overflow="fold")
+    table.add_column("input → output", overflow="fold", ratio=1)
+    table.add_column("P / I / D / FF", overflow="fold")
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for loop in loops.values():
+        groups.setdefault(str(loop["id"]).partition("@")[0], []).append(loop)
+    for name, members in groups.items():
+        shown = members if len(members) == 1 else [m for m in members if m["mode"] != "auto"]
+        if len(members) > 1:
+            auto = sum(1 for m in members if m["mode"] == "auto")
+            first = members[0]
+            others = len(members) - auto
+            table.add_row(
+                f"{name} ×{len(members)}",
+                f"[green]{auto} auto[/green]" + (f", {others} not" if others else ""),
+                f"{first['input']} → {first['target']}",
+                "",
+            )
+        for loop in shown:
+            style = _MODE_STYLE.get(str(loop["mode"]), "")
+            mode = f"[{style}]{loop['mode']}[/{style}]"
+            if loop["mode"] != "auto" and loop["reason"]:
+                mode += f"\n{loop['reason']}"
+            setpoint = ""
+            if loop["setpoint"] is not None:
+                setpoint = f" (setpoint {_num(loop['setpoint'])})"
+            flow = (
+                f"{loop['input']} = {_num(loop['process_value'])}{setpoint}\n"
+                f"→ {loop['target']} = {_num(loop['output'])} (owner {loop['owner']})"
+            )
+            terms = " / ".join(_num(loop[k]) for k in ("p", "i", "d", "ff"))
+            table.add_row(str(loop["id"]), mode, flow, terms)
+    return table
+
+
+async def _loops(args: argparse.Namespace, console: Console) -> int:
+    loops: Any = await call(_socket_path(args), "loops")
+    if args.json:
+        print(json.dumps(loops, indent=2))
+        return 0
+    console.print(loops_table(loops))
+    return 0
+
+
+async def _loop_setpoint(args: argparse.Namespace, console: Console) -> int:
+    request = {"loop": args.loop, "setpoint": args.value}
+    result: Any = await call(_socket_path(args), "setpoint", request)
+    console.print(f"loop {result['loop']}: setpoint {result['setpoint']:g}")
+    return 0
+
+
 async def _rack(args: argparse.Namespace, console: Console) -> int:
     request = {"rack": args.rack, "action": args.action}
     result: Any = await call(_socket_path(args), "rack", request, timeout_s=30.0)
@@ -375,6 +439,14 @@ def _parser() -> argparse.ArgumentParser:
     reset = sub.add_parser("reset", help="reset a latched interlock once its cause is gone (admin)")
     reset.add_argument("interlock", help="interlock id")
     reset.set_defaults(func=_reset)
+    loops = sub.add_parser("loops", help="control loops: mode, setpoint, value, output, terms")
+    loops.add_argument("--json", action="store_true")
+    loops.set_defaults(func=_loops)
+    loop = sub.add_parser("loop", help="change a loop's setpoint (admin)")
+    loop.add_argument("loop", help="loop id, e.g. supply-temp")
+    loop.add_argument("what", choices=["setpoint"])
+    loop.add_argument("value", type=float)
+    loop.set_defaults(func=_loop_setpoint)
     rack = sub.add_parser("rack", help="open or isolate a rack's coolant supply (admin)")
     rack.add_argument("rack", type=int, help="rack number, from 1")
     rack.add_argument("action", choices=["open", "isolate"])

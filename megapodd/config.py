@@ -27,6 +27,7 @@ from pydantic_core import ErrorDetails
 from drivers.base import DeviceKind
 from drivers.errors import ConfigurationError, ValueRejected
 from drivers.modbus.url import parse_modbus_url
+from megapodd.control.loop_specs import LoopError, compile_loops
 from megapodd.outputs.catalog import OutputInstance, describe_outputs, device_outputs
 from megapodd.safety.rules import RuleError, compile_rules
 from megapodd.selectors import DeviceInfo, DeviceTable
@@ -347,6 +348,121 @@ class InterlockConfig(_Section):
         return self
 
 
+class LoopInput(_Section):
+    """A loop's input: one point, or many combined (the hottest GPU of a rack)."""
+
+    device: DeviceId | None = None
+    devices: str | list[DeviceId] | None = None  # a selector: "bmc:rack=2", "pdu"
+    point: str  # a name, or a glob with an aggregate
+    aggregate: Literal["max", "min", "mean", "sum"] | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Self:
+        # Neither: the loop's own device (a loop with scope "each").
+        if self.device is not None and self.devices is not None:
+            raise ValueError("give either 'device' or 'devices' (a selector), not both")
+        return self
+
+
+LoopSource = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]*\.[a-z0-9_]+$")] | (
+    LoopInput
+)
+
+
+class FeedForwardConfig(_Section):
+    """output += gain × input + bias, before the limits."""
+
+    input: LoopSource
+    gain: float = Field(allow_inf_nan=False)
+    bias: float = Field(default=0.0, allow_inf_nan=False)
+    # With no good reading of its input: hold the last value (the loop goes on in
+    # closed loop), or drive the loop's failsafe.
+    on_bad: Literal["hold", "failsafe"] = "hold"
+
+
+class BoostConfig(_Section):
+    """Failsafe while any of these points reads below a limit (a stopped fan)."""
+
+    point: str  # a glob on the loop's device: "fan*_rpm"
+    below: float = Field(allow_inf_nan=False)
+
+
+class LoopConfig(_Section):
+    id: DeviceId
+    # pid: feedback on `input` to `setpoint`; curve: a table from `input` with
+    # hysteresis; demand: gain × input + bias (a feed-forward of its own).
+    controller: Literal["pid", "curve", "demand"]
+    input: LoopSource
+    # "<device>.<output>"; with scope "each", the output's name on each device.
+    output: str
+    # "each": one loop per device of `devices` (a fan zone per server); the input's
+    # device is then each of them.
+    scope: Literal["loop", "each"] = "loop"
+    devices: str | list[DeviceId] | None = None
+    # Loops of one zone drive one output together: the largest demand wins.
+    zone: DeviceId | None = None
+    period_s: float = Field(default=1.0, ge=0.1, le=60.0)
+    # Default: three polls of the input's slowest group.
+    stale_after_s: float | None = Field(default=None, ge=0.1, le=3600.0)
+    input_filter_s: float = Field(default=0.0, ge=0.0, le=600.0)
+    # pid
+    setpoint: float | None = Field(default=None, allow_inf_nan=False)
+    setpoint_min: float | None = Field(default=None, allow_inf_nan=False)
+    setpoint_max: float | None = Field(default=None, allow_inf_nan=False)
+    kp: float = Field(default=0.0, ge=0.0, le=1e6)
+    ki: float = Field(default=0.0, ge=0.0, le=1e6)
+    kd: float = Field(default=0.0, ge=0.0, le=1e6)
+    d_filter_s: float = Field(default=0.0, ge=0.0, le=600.0)
+    direction: Literal["direct", "reverse"] = "direct"
+    failsafe_return: Literal["bumpless", "restore"] = "bumpless"
+    feed_forward: FeedForwardConfig | None = None
+    # curve
+    curve: list[tuple[float, float]] = []
+    hysteresis: float = Field(default=0.0, ge=0.0, le=100.0)
+    # demand
+    gain: float | None = Field(default=None, allow_inf_nan=False)
+    bias: float = Field(default=0.0, allow_inf_nan=False)
+    # Output: defaults from the output's spec (range, slew, failsafe).
+    out_min: float | None = Field(default=None, allow_inf_nan=False)
+    out_max: float | None = Field(default=None, allow_inf_nan=False)
+    slew_up_per_s: float | None = Field(default=None, gt=0.0, le=1000.0)
+    slew_down_per_s: float | None = Field(default=None, gt=0.0, le=1000.0)
+    deadband: float = Field(default=0.0, ge=0.0, le=100.0)  # write only moves this large
+    failsafe: float | None = Field(default=None, allow_inf_nan=False)
+    boost: BoostConfig | None = None
+
+    @model_validator(mode="after")
+    def _controller_fits(self) -> Self:
+        if self.controller == "pid":
+            if self.setpoint is None:
+                raise ValueError("a pid loop needs a setpoint")
+            if self.kp == 0 and self.ki == 0 and self.kd == 0:
+                raise ValueError("a pid loop needs a gain (kp, ki or kd above 0)")
+            low, high = self.setpoint_min, self.setpoint_max
+            if low is not None and high is not None and low > high:
+                raise ValueError(f"setpoint_min {low:g} is above setpoint_max {high:g}")
+            if (low is not None and self.setpoint < low) or (
+                high is not None and self.setpoint > high
+            ):
+                raise ValueError(f"setpoint {self.setpoint:g} is outside its own limits")
+        if self.controller == "curve" and not self.curve:
+            raise ValueError("a curve loop needs curve = [[input, output], ...]")
+        if self.controller == "demand" and self.gain is None:
+            raise ValueError("a demand loop needs a gain")
+        if (self.scope == "each") != (self.devices is not None):
+            raise ValueError("scope = 'each' and 'devices' go together")
+        return self
+
+
+class ZoneConfig(_Section):
+    """Several loops on one output: the largest demand wins, within floor and ceiling."""
+
+    id: DeviceId
+    output: str
+    floor: float | None = Field(default=None, allow_inf_nan=False)  # default: the spec's low
+    ceiling: float | None = Field(default=None, allow_inf_nan=False)
+
+
 class Config(_Section):
     pod: PodConfig
     mqtt: MqttConfig = MqttConfig()
@@ -357,6 +473,8 @@ class Config(_Section):
     pdu: list[PduConfig] = []
     bmc: list[BmcConfig] = []
     interlock: list[InterlockConfig] = []
+    loop: list[LoopConfig] = []
+    zone: list[ZoneConfig] = []
 
     def racks(self) -> list[int]:
         """The rack numbers the pod's PDUs and servers are in."""
@@ -533,10 +651,14 @@ def parse_config(data: dict[str, object], path: Path) -> Config:
             problems.extend(_format_error(error))
     problems.extend(_cross_check(data))
     if config is not None and not problems:
-        # What the rules watch and do, resolved against this pod's devices.
+        # What the rules and loops watch and do, resolved against this pod's devices.
         try:
             compile_rules(config)
         except RuleError as exc:
+            problems.extend(exc.problems)
+        try:
+            compile_loops(config)
+        except LoopError as exc:
             problems.extend(exc.problems)
     if problems or config is None:
         raise ConfigError(path, problems)

@@ -55,6 +55,7 @@ import contextlib
 import math
 import os
 import struct
+import time
 import tty
 from collections import deque
 from dataclasses import dataclass
@@ -197,7 +198,7 @@ class SimulatedCdu:
         self.write_latency_s = 0.0
         self.requests: deque[RequestRecord] = deque(maxlen=1000)
         self.writes: list[tuple[int, int]] = []
-        # (loop time, address, value) of accepted writes, for latency benchmarks.
+        # (monotonic time, address, value) of accepted writes, for latency benchmarks.
         self.write_log: deque[tuple[float, int, int]] = deque(maxlen=20_000)
         self.port = 0
         self._overrides: dict[int, int] = {}
@@ -423,7 +424,7 @@ class SimulatedCdu:
     def _apply_write(self, address: int, value: int) -> None:
         s = self.state
         self.writes.append((address, value))
-        self.write_log.append((asyncio.get_running_loop().time(), address, value))
+        self.write_log.append((time.monotonic(), address, value))
         if address == 100:
             rising = bool(value & 4) and not s.alarm_reset_bit
             s.remote_enable = bool(value & 1)

@@ -119,7 +119,7 @@ class PduModel:
         self.tripped: set[int] = set()
         self.unsupported: set[str] = set()
         self.stuck: dict[str, float | None] = {}
-        # (loop time, outlet, on) of every switch, for latency benchmarks.
+        # (monotonic time, outlet, on) of every switch, for latency benchmarks.
         self.switch_log: deque[tuple[float, int, bool]] = deque(maxlen=20_000)
         self._loop = asyncio.get_running_loop()
         self._last_s = self._loop.time()
@@ -250,7 +250,7 @@ class PduModel:
     def _set_on(self, outlet: Outlet, on: bool) -> None:
         self._advance()
         if outlet.on != on:
-            self.switch_log.append((self._loop.time(), outlet.number, on))
+            self.switch_log.append((time.monotonic(), outlet.number, on))
         outlet.on = on
         if on:
             # Switching an outlet back on closes its phase's breaker again.

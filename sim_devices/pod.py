@@ -217,7 +217,7 @@ class SimPod:
                 if not isinstance(name, str):
                     raise f.FaultError('inject needs a "fault" name')
                 fault = self.inject(name, args)
-                at_s = asyncio.get_running_loop().time()  # the devices show it from now
+                at_s = time.monotonic()  # the devices show it from now
                 return {
                     "ok": True,
                     "injected": f.describe(fault),
@@ -234,7 +234,7 @@ class SimPod:
         """What the daemon did to the devices since `since_s` (loop time): CDU
         register writes and outlet switches, each with the time it landed."""
         if isinstance(since_s, bool) or not isinstance(since_s, int | float):
-            raise f.FaultError('"since_s" must be a number (the sim\'s loop time)')
+            raise f.FaultError('"since_s" must be a number (the sim\'s monotonic time)')
         links = self.links
         outlets = {}
         for pdu in self.options.layout.pdu_ids():
@@ -242,7 +242,7 @@ class SimPod:
             outlets[pdu] = [list(entry) for entry in switched if entry[0] >= since_s]
         writes = [list(entry) for entry in links.cdu.sim.write_log if entry[0] >= since_s]
         return {
-            "now_s": asyncio.get_running_loop().time(),
+            "now_s": time.monotonic(),
             "cdu_writes": writes,
             "outlet_switches": outlets,
         }

@@ -71,6 +71,11 @@ class RackRequest(ActingRequest):
     action: Literal["open", "isolate"]
 
 
+class SetpointRequest(ActingRequest):
+    loop: StrictStr = Field(min_length=1, max_length=80)
+    setpoint: Number
+
+
 class ResetRequest(ActingRequest):
     interlock: StrictStr = Field(min_length=1, max_length=64)
 

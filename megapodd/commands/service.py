@@ -20,9 +20,11 @@ from megapodd.commands.requests import (
     ReleaseRequest,
     ResetRequest,
     ServerRequest,
+    SetpointRequest,
     StatusRequest,
 )
 from megapodd.control.arbiter import Claim, OutputArbiter, Owner
+from megapodd.control.loops import LoopEngine, SetpointRefused
 from megapodd.devices import Devices
 from megapodd.events import EventBus
 from megapodd.safety.engine import InterlockEngine, ResetRefused
@@ -41,6 +43,7 @@ class CommandService:
         devices: Devices,
         arbiter: OutputArbiter,
         interlocks: InterlockEngine,
+        loops: LoopEngine,
         clock: Callable[[], float],
         pod_info: Callable[[], dict[str, object]],
     ) -> None:
@@ -49,6 +52,7 @@ class CommandService:
         self._devices = devices
         self._arbiter = arbiter
         self._interlocks = interlocks
+        self._loops = loops
         self._clock = clock
         self._pod_info = pod_info
         self.audit = Audit(events)
@@ -72,6 +76,10 @@ class CommandService:
             "release": Command(self._release, ReleaseRequest, admin, "end an override", fleet=True),
             "interlocks": Command(
                 self._interlocks_status, EmptyRequest, reader, "interlock states"
+            ),
+            "loops": Command(self._loops_status, EmptyRequest, reader, "control loop states"),
+            "setpoint": Command(
+                self._setpoint, SetpointRequest, admin, "change a loop's setpoint (within limits)"
             ),
             # Local only: coolant back into a rack is for someone who has looked at it.
             "rack": Command(
@@ -102,6 +110,9 @@ class CommandService:
 
     async def _interlocks_status(self, _request: EmptyRequest, _caller: Caller) -> object:
         return self._interlocks.snapshot()
+
+    async def _loops_status(self, _request: EmptyRequest, _caller: Caller) -> object:
+        return self._loops.snapshot()
 
     # -- acting --------------------------------------------------------------
 
@@ -218,6 +229,16 @@ class CommandService:
             return {"rack": request.rack, "isolation": state}
 
         return await self.audit.run("rack", "megapodctl", self._args(request), caller, apply)
+
+    async def _setpoint(self, request: SetpointRequest, caller: Caller) -> object:
+        async def apply() -> dict[str, Any]:
+            try:
+                changed = self._loops.set_setpoint(request.loop, request.setpoint)
+            except SetpointRefused as exc:
+                raise CommandRefused(str(exc)) from None
+            return {"loop": request.loop, "setpoint": request.setpoint, "loops": changed}
+
+        return await self.audit.run("setpoint", "megapodctl", self._args(request), caller, apply)
 
     async def _reset(self, request: ResetRequest, caller: Caller) -> object:
         async def apply() -> dict[str, Any]:

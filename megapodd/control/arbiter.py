@@ -239,12 +239,19 @@ class OutputArbiter:
         return after
 
     def claim_in_background(
-        self, name: str, claim: Claim, reason: str, on_done: WriteDone | None = None
+        self,
+        name: str,
+        claim: Claim,
+        reason: str,
+        on_done: WriteDone | None = None,
+        force: bool = True,
     ) -> Claim | None:
         """Set a claim without waiting for the device: the write is queued on
         the device's supervisor and retried until it holds (interlocks use
         this: a trip must never wait on, or fail with, one slow device).
-        `on_done` hears how the write ends: a first failure, and its success."""
+        `on_done` hears how the write ends: a first failure, and its success.
+        `force=False`: skip the write if the device already has this value
+        (a loop re-claiming each period)."""
         output = self.output(name)
         claim = self._checked(output, claim)
         if on_done is not None:
@@ -255,7 +262,7 @@ class OutputArbiter:
         if after is not claim:
             return after  # held by a higher owner: the device stays as it is
         self._announce(output, before, after, reason)
-        self._sync(output, force=True)
+        self._sync(output, force=force)
         return after
 
     def release(self, name: str, owner: Owner, reason: str) -> Claim | None:
@@ -432,7 +439,8 @@ class OutputArbiter:
         self, output: Output, before: Claim | None, after: Claim | None, why: str
     ) -> None:
         if before is not None and after is not None and before.owner is after.owner:
-            if before.value != after.value:
+            # A loop moves its output every period: only owners above it make events.
+            if before.value != after.value and after.owner > Owner.LOOP:
                 self._events.emit(
                     "output_changed",
                     Severity.INFO,

@@ -63,9 +63,11 @@ CDU_OUTPUTS: tuple[OutputSpec[CduDriver], ...] = (
         high=100.0,
         safe_direction=SafeDirection.HIGHER,
         failsafe=100.0,
-        slew_per_s=2.0,  # pump loops scan slowly (Vertiv: 10 s); a flow step takes seconds
+        # The pump must follow the load (docs/control.md: at 5 %/s the hottest GPU
+        # peaks 5 K higher in a 30 -> 90 % step).
+        slew_per_s=20.0,
         hand_back=_pumps_to_cdu,
-        feedback_point="pump_speed_setpoint_pct",
+        feedback_point="pump*_speed_pct",  # the running pump's speed (the faster of two)
     ),
     OutputSpec(
         "facility_valve_pct",
@@ -78,7 +80,7 @@ CDU_OUTPUTS: tuple[OutputSpec[CduDriver], ...] = (
         high=100.0,
         safe_direction=SafeDirection.HIGHER,
         failsafe=100.0,
-        slew_per_s=2.0,
+        slew_per_s=5.0,  # the simulated actuator strokes at 10 %/s (docs/control.md)
         feedback_point="facility_valve_position_pct",
     ),
     OutputSpec(
@@ -193,7 +195,6 @@ BMC_OUTPUTS: tuple[OutputSpec[BmcDriver], ...] = (
         safe_direction=SafeDirection.HIGHER,
         failsafe=100.0,
         slew_per_s=10.0,
-        feedback_point="fan_duty_pct",
     ),
     OutputSpec(
         "power_limit_w",

@@ -174,6 +174,7 @@ class InterlockEngine:
 
     def on_readings(self, device_id: str, names: frozenset[str]) -> None:
         """Every reading of a device (a subscriber of the store, wired at the root)."""
+        self._reached.add(device_id)  # it answered: from now on, offline means lost
         if device_id not in self._by_device:
             return
         touched: list[_Instance] = []

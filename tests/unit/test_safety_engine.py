@@ -253,6 +253,7 @@ async def test_a_device_offline_trips_its_own_instance_and_fans_go_full(
         store = rig.pod.store
         for device in ("r1s01", "r1s02", "r2s01"):
             store.set_state(device, DeviceState.ONLINE, "polling")
+            rig.read(device, inlet_temp_c=25.0)  # it answered once
         store.set_state("r1s02", DeviceState.OFFLINE, "link lost")
         await _ticks(rig.engine, 1.5)
         assert rig.state("bmc-lost@r1s02") == "tripped"
