@@ -14,6 +14,7 @@ from drivers.snmp_pdu import SnmpPduDriver
 from megapodd.config import BmcConfig, CduConfig, Config, ConfigError, PduConfig
 from megapodd.control.arbiter import OutputArbiter
 from megapodd.events import EventBus
+from megapodd.safe_files import FileRefused, read_secret_text
 from megapodd.store import PointStore
 from megapodd.supervisor import DeviceSupervisor, SupervisorSettings
 
@@ -55,9 +56,9 @@ def _secret(path: Path | None, key: str, config_path: Path) -> str:
     if path is None:
         return ""
     try:
-        return path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(config_path, [f"{key}: cannot read {path}: {exc.strerror}"]) from None
+        return read_secret_text(path)
+    except FileRefused as exc:
+        raise ConfigError(config_path, [f"{key}: {exc}"]) from None
 
 
 def _bounds(

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import structlog
 
+from megapodd.safe_files import FileRefused, check_socket_path
+
 log = structlog.get_logger("megapodd.api")
 
 MAX_REQUEST_BYTES = 64 * 1024
@@ -137,7 +139,7 @@ class ApiServer:
 
     async def run(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
-        self._path.unlink(missing_ok=True)
+        _remove_socket(self._path)
         server = await asyncio.start_unix_server(
             self._serve_client, path=str(self._path), limit=MAX_REQUEST_BYTES
         )
@@ -152,7 +154,8 @@ class ApiServer:
             async with server:
                 await server.serve_forever()
         finally:
-            self._path.unlink(missing_ok=True)
+            with contextlib.suppress(FileRefused):
+                _remove_socket(self._path)
 
     async def _serve_client(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -200,6 +203,12 @@ class ApiServer:
         if not isinstance(args, dict):
             return {"ok": False, "error": '"args" must be an object'}
         return await run_command(self._commands, self._on_refused, request["cmd"], args, caller)
+
+
+def _remove_socket(path: Path) -> None:
+    """Remove a socket left at `path` (a stale one); refuse to remove anything else."""
+    check_socket_path(path)
+    path.unlink(missing_ok=True)
 
 
 def loads_strict(data: bytes) -> object:

@@ -27,6 +27,7 @@ from megapodd.events import Event
 from megapodd.mqtt.commands import MqttCommands
 from megapodd.mqtt.deadband import changed_beyond_deadband
 from megapodd.mqtt.outbox import EventOutbox
+from megapodd.safe_files import MAX_CERT_BYTES, FileRefused, read_secret_text
 from megapodd.store import PointStore
 
 log = structlog.get_logger("megapodd.mqtt")
@@ -145,7 +146,7 @@ class MqttPublisher:
                 self.connect_failures += 1
                 delay_s = self._backoff.next_delay_s()
                 log.warning("mqtt_disconnected", error=str(exc), retry_in_s=round(delay_s, 2))
-            except (OSError, ssl.SSLError) as exc:
+            except (OSError, ssl.SSLError, FileRefused) as exc:
                 # Unreadable password file, bad CA or client certificate: say so
                 # and keep trying (the file may be fixed without a restart).
                 delay_s = self._backoff.next_delay_s()
@@ -167,15 +168,21 @@ class MqttPublisher:
 
     def _client(self) -> aiomqtt.Client:
         cfg = self._config
+        # Read the way validation did (megapodd/safe_files.py): never blocks, bounded.
         password = None
         if cfg.password_file is not None:
-            password = cfg.password_file.read_text(encoding="utf-8").strip()
+            password = read_secret_text(cfg.password_file)
         tls_context = None
         if cfg.tls:
             tls_context = ssl.create_default_context(
-                cafile=str(cfg.ca_file) if cfg.ca_file else None
+                cadata=read_secret_text(cfg.ca_file, MAX_CERT_BYTES) if cfg.ca_file else None
             )
             if cfg.cert_file is not None:
+                # ssl loads these by path only: check them first so a FIFO or a
+                # device put there cannot hang or flood the loader.
+                read_secret_text(cfg.cert_file, MAX_CERT_BYTES)
+                if cfg.key_file is not None:
+                    read_secret_text(cfg.key_file)
                 tls_context.load_cert_chain(
                     str(cfg.cert_file), str(cfg.key_file) if cfg.key_file else None
                 )
