@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import MosquittoBroker, child_pids, free_tcp_port, wait_tcp_port
+from tests.other_uid import OtherUidCli, readable_megapodctl
 
 
 @pytest.fixture(autouse=True)
@@ -81,3 +82,10 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoBro
             proc.wait()
         if proc.stderr is not None:
             proc.stderr.close()
+
+
+@pytest.fixture(scope="session")
+def other_uid_cli() -> Iterator[OtherUidCli]:
+    """megapodctl runnable by any uid, also from a checkout in a private directory."""
+    with readable_megapodctl() as cli:
+        yield cli
