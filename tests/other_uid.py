@@ -3,8 +3,10 @@
 The checkout and its .venv may sit in a directory other users cannot enter (a
 clone under `mktemp -d` is mode 0700), so the other uid gets a world-readable
 copy of exactly the packages megapodctl imports (the project's own and their
-dependencies from the venv), run by the system interpreter the venv is built
-on with -S: only that copy and the standard library are on its path.
+dependencies from the venv), run with -S by an interpreter of the same version
+that any uid can run (the venv's base one, or the system's when that one sits
+under a private home, as with pyenv): only that copy and the standard library
+are on its path.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ _BOOT = (
 class OtherUidCli:
     """How to start megapodctl so that any uid can run it."""
 
-    python: str  # the system interpreter, not the venv's symlink to it
+    python: str  # an interpreter any uid can run, not the venv's symlink
     packages: Path  # world-readable copy of what megapodctl imports
 
     def argv(self, *args: str) -> list[str]:
@@ -61,10 +63,22 @@ def _make_readable(root: Path) -> None:
             os.chmod(Path(directory) / name, 0o644)
 
 
-def _check_reachable(path: Path) -> None:
-    for parent in [path, *path.parents]:
-        if not os.stat(parent).st_mode & 0o001:
-            raise RuntimeError(f"{parent} is not searchable by other users: set TMPDIR elsewhere")
+def _searchable_by_others(path: Path) -> bool:
+    return all(os.stat(p).st_mode & 0o001 for p in [path, *path.parents])
+
+
+def _interpreter_for_others() -> str:
+    """The venv's base interpreter if any uid can run it, else a system one of
+    the same version (the venv's may live under a private home, e.g. pyenv)."""
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    candidates = [os.path.realpath(sys.executable)]
+    system = shutil.which(version, path="/usr/local/bin:/usr/bin:/bin")
+    if system is not None:
+        candidates.append(os.path.realpath(system))
+    for candidate in candidates:
+        if _searchable_by_others(Path(candidate)):
+            return candidate
+    raise RuntimeError(f"no {version} that other users can run: tried {candidates}")
 
 
 @contextmanager
@@ -74,7 +88,7 @@ def readable_megapodctl() -> Iterator[OtherUidCli]:
         [sys.executable, "-c", _CLOSURE], capture_output=True, text=True, check=True, timeout=60
     )
     modules: dict[str, str] = json.loads(closure.stdout)
-    python = os.path.realpath(sys.executable)
+    python = _interpreter_for_others()
     with tempfile.TemporaryDirectory(prefix="megapodctl-other-uid-") as tmp:
         packages = Path(tmp) / "packages"
         packages.mkdir()
@@ -89,7 +103,8 @@ def readable_megapodctl() -> Iterator[OtherUidCli]:
         # Compiled by the interpreter that runs it, so the other uid never needs to write.
         subprocess.run([python, "-m", "compileall", "-q", str(packages)], check=True, timeout=120)
         _make_readable(Path(tmp))
-        _check_reachable(packages)
+        if not _searchable_by_others(packages):
+            raise RuntimeError(f"{packages} is not reachable by other users: set TMPDIR elsewhere")
         yield OtherUidCli(python, packages)
 
 
