@@ -32,8 +32,10 @@ from drivers.modbus.url import STANDARD_BAUDS, parse_modbus_url
 from megapodd.safe_files import (
     MAX_CERT_BYTES,
     MAX_SECRET_BYTES,
+    FileRefused,
     check_socket_path,
     read_secret_text,
+    read_small_file,
 )
 
 DeviceId = Annotated[
@@ -73,6 +75,7 @@ MIN_TIMEOUT_S = 0.05  # below this a request cannot even cross a busy loop
 MAX_TIMEOUT_S = 30.0
 MAX_RACK = 16  # the CDU's leak-zone and rack-isolation registers have 16 bits
 MAX_LIMIT = 1e9  # interlock limits and margins: finite and far past any point's range
+MAX_CONFIG_BYTES = 1024 * 1024  # a 144-server pod's file is about 30 KiB
 # sun_path holds 108 bytes with its NUL; a longer path cannot be bound.
 MAX_SOCKET_PATH_BYTES = 107
 
@@ -476,9 +479,11 @@ def parse_config(data: dict[str, object], path: Path) -> Config:
 def load_config(path: Path) -> Config:
     """Read and validate a config file; raise ConfigError listing every problem."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(path, [f"cannot read: {exc.strerror}"]) from None
+        # Bounded and non-blocking like the secrets: `--check-config /dev/zero` or a
+        # FIFO must not hang or fill memory.
+        text = read_small_file(path, MAX_CONFIG_BYTES).decode("utf-8")
+    except FileRefused as exc:
+        raise ConfigError(path, [str(exc)]) from None
     except UnicodeDecodeError as exc:
         raise ConfigError(path, [f"not UTF-8 text (byte {exc.start})"]) from None
     try:

@@ -16,7 +16,6 @@ from hypothesis import settings
 from tests.helpers import MosquittoBroker, child_pids, free_tcp_port, wait_tcp_port
 from tests.other_uid import OtherUidCli, readable_megapodctl
 
-
 # Property tests: a bounded, repeatable run in the suite; HYPOTHESIS_PROFILE=long
 # for a long random search (`HYPOTHESIS_PROFILE=long pytest -m fuzz`).
 settings.register_profile("suite", max_examples=300, deadline=None, derandomize=True)

@@ -227,7 +227,11 @@ class ApiServer:
                 loop.remove_reader(listener.fileno())
                 loop.call_later(ACCEPT_RETRY_S, self._resume_accept, listener)
                 return
-            caller = self._admit(conn)
+            try:
+                caller = self._admit(conn)
+            except Exception:  # a failed lookup must not stop accepting
+                log.exception("api_admission_failed")
+                caller = None
             if caller is None:
                 conn.close()
                 continue

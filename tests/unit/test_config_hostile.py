@@ -222,3 +222,17 @@ def test_an_api_socket_path_that_is_a_socket_or_absent_is_fine(tmp_path: Path) -
     too_long = "/tmp/" + "s" * 120
     code, err, _ = _check(_config(tmp_path, sock=too_long))
     assert code == 2 and "api.socket: path is 125 bytes; a Unix socket path has at most 107" in err
+
+
+@pytest.mark.parametrize("make", ["dev_zero", "fifo"])
+def test_a_config_file_that_is_a_device_or_fifo_is_refused_promptly(
+    tmp_path: Path, make: str
+) -> None:
+    target = Path("/dev/zero")
+    if make == "fifo":
+        target = tmp_path / "megapodd.toml"
+        os.mkfifo(target)
+    code, err, took_s = _check(target)
+    assert code == 2
+    assert f"{target} must be a regular file of at most 1048576 bytes" in err
+    assert took_s < 5.0
