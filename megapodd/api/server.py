@@ -129,11 +129,6 @@ def _peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
     return pid, uid, gid
 
 
-def peer_caller(sock: socket.socket, reader_group: str, admin_group: str) -> Caller:
-    pid, uid, gid = _peer_credentials(sock)
-    return Caller(uid=uid, pid=pid, role=_role(uid, gid, reader_group, admin_group))
-
-
 def _role(uid: int, gid: int, reader_group: str, admin_group: str) -> Role:
     if uid in (0, os.getuid()):
         return Role.ADMIN
@@ -208,7 +203,8 @@ class ApiServer:
                 loop.remove_reader(listener.fileno())
         finally:
             listener.close()
-            # Handlers end once their connection is gone, not at loop teardown.
+            # Idle handlers end with the server, not at loop teardown; one in
+            # the middle of a command is not cancelled (it may be writing to a device).
             for writer in self._writers:
                 writer.transport.abort()
             with contextlib.suppress(FileRefused):
