@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import os
+import select
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -16,12 +17,15 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from megapodd.api.client import ApiClientError, call
+from megapodd.api.client import ApiClientError, DaemonUnreachable, call
 from megapodd.version import package_version
 
 DEFAULT_SOCKET = Path("/run/megapodd/megapodd.sock")
+# 0: done. 1: refused or failed. 2: usage (argparse). 3: megapodd did not answer,
+# so an action may not have run (or may have: the message says which).
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
 
 # The readings a technician looks at first, per device kind.
 _KEY_POINTS: dict[str, tuple[str, ...]] = {
@@ -53,6 +57,16 @@ def _socket_path(args: argparse.Namespace) -> Path:
     if args.socket is not None:
         return Path(args.socket)
     return Path(os.environ.get("MEGAPODD_SOCKET", str(DEFAULT_SOCKET)))
+
+
+async def _ask(
+    args: argparse.Namespace,
+    cmd: str,
+    request: Mapping[str, object] | None = None,
+    timeout_s: float = 10.0,
+) -> Any:
+    """One request to the daemon; --timeout replaces the command's own timeout."""
+    return await call(_socket_path(args), cmd, request, args.timeout_s or timeout_s)
 
 
 def _fmt(point: Mapping[str, Any]) -> str:
@@ -110,7 +124,7 @@ def device_table(device: Mapping[str, Any]) -> Table:
 
 async def _status(args: argparse.Namespace, console: Console) -> int:
     request = {"device": args.device} if args.device else {}
-    status: Any = await call(_socket_path(args), "status", request)
+    status: Any = await _ask(args, "status", request)
     if args.json:
         print(json.dumps(status, indent=2))
     elif args.device:
@@ -124,17 +138,16 @@ async def _status(args: argparse.Namespace, console: Console) -> int:
 
 
 async def _watch(args: argparse.Namespace, console: Console) -> int:
-    path = _socket_path(args)
     with Live(console=console, auto_refresh=False, screen=False) as live:
         for _ in range(args.count) if args.count else iter(int, 1):
-            status: Any = await call(path, "status")
+            status: Any = await _ask(args, "status")
             live.update(status_table(status), refresh=True)
             await asyncio.sleep(args.interval)
     return 0
 
 
 async def _events(args: argparse.Namespace, console: Console) -> int:
-    events: Any = await call(_socket_path(args), "events", {"count": args.count})
+    events: Any = await _ask(args, "events", {"count": args.count})
     if args.json:
         print(json.dumps(events, indent=2))
         return 0
@@ -152,7 +165,7 @@ async def _events(args: argparse.Namespace, console: Console) -> int:
 
 async def _outlet(args: argparse.Namespace, console: Console) -> int:
     request = {"pdu": args.pdu, "outlet": args.outlet, "action": args.action}
-    result: Any = await call(_socket_path(args), "outlet", request, timeout_s=30.0)
+    result: Any = await _ask(args, "outlet", request, timeout_s=30.0)
     if args.json:
         print(json.dumps(result))
     else:
@@ -162,7 +175,7 @@ async def _outlet(args: argparse.Namespace, console: Console) -> int:
 
 async def _server(args: argparse.Namespace, console: Console) -> int:
     request = {"server": args.server, "action": args.action}
-    result: Any = await call(_socket_path(args), "server", request, timeout_s=30.0)
+    result: Any = await _ask(args, "server", request, timeout_s=30.0)
     if args.json:
         print(json.dumps(result))
     else:
@@ -191,7 +204,7 @@ async def _override(args: argparse.Namespace, console: Console) -> int:
         "value": args.value,
         "duration_s": args.duration_s,
     }
-    result: Any = await call(_socket_path(args), "override", request, timeout_s=30.0)
+    result: Any = await _ask(args, "override", request, timeout_s=30.0)
     if args.json:
         print(json.dumps(result))
         return 0
@@ -204,7 +217,7 @@ async def _override(args: argparse.Namespace, console: Console) -> int:
 
 async def _release(args: argparse.Namespace, console: Console) -> int:
     request = {"device": args.device, "output": args.output}
-    result: Any = await call(_socket_path(args), "release", request)
+    result: Any = await _ask(args, "release", request)
     console.print(
         f"{result['output']}: {result['released']} claim released; owner now {result['owner']}"
     )
@@ -212,7 +225,7 @@ async def _release(args: argparse.Namespace, console: Console) -> int:
 
 
 async def _outputs(args: argparse.Namespace, console: Console) -> int:
-    outputs: Any = await call(_socket_path(args), "outputs")
+    outputs: Any = await _ask(args, "outputs")
     if args.json:
         print(json.dumps(outputs, indent=2))
         return 0
@@ -283,7 +296,7 @@ def interlocks_table(rules: Mapping[str, Mapping[str, Any]], everything: bool) -
 
 
 async def _interlocks(args: argparse.Namespace, console: Console) -> int:
-    rules: Any = await call(_socket_path(args), "interlocks")
+    rules: Any = await _ask(args, "interlocks")
     if args.json:
         print(json.dumps(rules, indent=2))
         return 0
@@ -340,7 +353,7 @@ def loops_table(loops: Mapping[str, Mapping[str, Any]]) -> Table:
 
 
 async def _loops(args: argparse.Namespace, console: Console) -> int:
-    loops: Any = await call(_socket_path(args), "loops")
+    loops: Any = await _ask(args, "loops")
     if args.json:
         print(json.dumps(loops, indent=2))
         return 0
@@ -350,20 +363,20 @@ async def _loops(args: argparse.Namespace, console: Console) -> int:
 
 async def _loop_setpoint(args: argparse.Namespace, console: Console) -> int:
     request = {"loop": args.loop, "setpoint": args.value}
-    result: Any = await call(_socket_path(args), "setpoint", request)
+    result: Any = await _ask(args, "setpoint", request)
     console.print(f"loop {result['loop']}: setpoint {result['setpoint']:g}")
     return 0
 
 
 async def _rack(args: argparse.Namespace, console: Console) -> int:
     request = {"rack": args.rack, "action": args.action}
-    result: Any = await call(_socket_path(args), "rack", request, timeout_s=30.0)
+    result: Any = await _ask(args, "rack", request, timeout_s=30.0)
     console.print(f"rack {result['rack']}: coolant supply {result['isolation']}")
     return 0
 
 
 async def _reset(args: argparse.Namespace, console: Console) -> int:
-    result: Any = await call(_socket_path(args), "reset", {"interlock": args.interlock})
+    result: Any = await _ask(args, "reset", {"interlock": args.interlock})
     reset = ", ".join(result.get("reset") or [result["interlock"]])
     console.print(f"interlock {result['interlock']}: reset ({reset}), now {result['state']}")
     return 0
@@ -386,6 +399,12 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="megapodctl", description=__doc__)
     parser.add_argument(
         "--socket", help=f"megapodd's socket (default $MEGAPODD_SOCKET or {DEFAULT_SOCKET})"
+    )
+    parser.add_argument(
+        "--timeout",
+        dest="timeout_s",
+        type=parse_duration_s,
+        help="how long to wait for megapodd's answer (default 10s; 30s for actions)",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     status = sub.add_parser("status", help="pod and device status")
@@ -460,18 +479,40 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stdout_closed() -> bool:
+    """Nobody reads our stdout any more (`megapodctl status --json | head` is done):
+    poll() reports POLLERR on a pipe whose reader has gone."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError):
+        return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     console = Console()
     try:
         return int(asyncio.run(args.func(args, console)))
+    except DaemonUnreachable as exc:
+        print(f"megapodctl: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
     except ApiClientError as exc:
         print(f"megapodctl: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        return 0
-    except BrokenPipeError:  # e.g. `megapodctl status --json | head`
-        sys.stderr.close()
+        if args.command == "watch":
+            return 0  # how a watch ends
+        print("megapodctl: interrupted before megapodd answered", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except BrokenPipeError:
+        if not _stdout_closed():  # never the socket: the client turns its errors into ours
+            print("megapodctl: broken pipe while talking to megapodd", file=sys.stderr)
+            return EXIT_UNREACHABLE
+        # The answer arrived and `| head` took what it wanted; keep the exit-time
+        # flush of stdout from failing again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
 
 

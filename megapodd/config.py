@@ -6,12 +6,14 @@ problem in a file is reported at once with its key path.
 
 from __future__ import annotations
 
+import os
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Literal, Self
+from typing import Annotated, Literal, Self, get_args
 from urllib.parse import urlsplit
 
+from annotated_types import Ge, Le
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -19,6 +21,7 @@ from pydantic import (
     StrictBool,
     StringConstraints,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -26,9 +29,17 @@ from pydantic_core import ErrorDetails
 
 from drivers.base import DeviceKind
 from drivers.errors import ConfigurationError, ValueRejected
-from drivers.modbus.url import parse_modbus_url
+from drivers.modbus.url import STANDARD_BAUDS, parse_modbus_url
 from megapodd.control.loop_specs import LoopError, compile_loops
 from megapodd.outputs.catalog import OutputInstance, describe_outputs, device_outputs
+from megapodd.safe_files import (
+    MAX_CERT_BYTES,
+    MAX_SECRET_BYTES,
+    FileRefused,
+    check_socket_path,
+    read_secret_text,
+    read_small_file,
+)
 from megapodd.safety.rules import RuleError, compile_rules
 from megapodd.selectors import DeviceInfo, DeviceTable
 
@@ -47,17 +58,50 @@ class ConfigError(Exception):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # TOML has nan and inf; no setting means anything with them.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _whole_number(cls, value: object, info: ValidationInfo) -> object:
+        """`rack = 1e20` or `outlets = 2.5` for an integer key: say which range it takes."""
+        field = cls.model_fields[info.field_name or ""]
+        integer = field.annotation is int or int in get_args(field.annotation)
+        if integer and isinstance(value, float) and not (value.is_integer() and abs(value) < 2**53):
+            low = next((m.ge for m in field.metadata if isinstance(m, Ge)), None)
+            high = next((m.le for m in field.metadata if isinstance(m, Le)), None)
+            span = f" in {low}–{high}" if low is not None and high is not None else ""
+            raise ValueError(f"{value!r} is not a whole number{span}")
+        return value
 
 
-def _check_secret_file(path: Path) -> None:
-    """Checked when the config is validated, so --check-config catches it."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
-    if not text.strip():
-        raise ValueError(f"{path} is empty")
+# Bounds shared by several sections (docs/configuration.md lists each one).
+MIN_TIMEOUT_S = 0.05  # below this a request cannot even cross a busy loop
+MAX_TIMEOUT_S = 30.0
+MAX_RACK = 16  # the CDU's leak-zone and rack-isolation registers have 16 bits
+MAX_LIMIT = 1e9  # interlock limits and margins: finite and far past any point's range
+MAX_CONFIG_BYTES = 1024 * 1024  # a 144-server pod's file is about 30 KiB
+# sun_path holds 108 bytes with its NUL; a longer path cannot be bound.
+MAX_SOCKET_PATH_BYTES = 107
+
+
+def _port_in_range(port: int | None, what: str) -> None:
+    if port is not None and not 1 <= port <= 65535:
+        raise ValueError(f"port {port} in {what} is outside 1–65535")
+
+
+def _check_baud(baud: int) -> int:
+    if baud not in STANDARD_BAUDS:
+        raise ValueError(f"{baud} is not a standard rate ({', '.join(map(str, STANDARD_BAUDS))})")
+    return baud
+
+
+def _check_secret_file(path: Path | None, max_bytes: int = MAX_SECRET_BYTES) -> Path | None:
+    """Read once at validation the way the daemon reads it later (megapodd/safe_files.py),
+    so --check-config catches a missing, odd, huge or empty file."""
+    if path is not None:
+        read_secret_text(path, max_bytes)
+    return path
 
 
 class PodConfig(_Section):
@@ -73,12 +117,13 @@ class MqttConfig(_Section):
     key_file: Path | None = None
     topic_prefix: str = "megapod/v1"
     keepalive_s: int = Field(default=30, ge=5, le=3600)
-    snapshot_s: float = Field(default=30.0, gt=0, le=3600)
+    # Every device's state each period: below 1 s this floods the broker.
+    snapshot_s: float = Field(default=30.0, ge=1.0, le=3600)
     # Accept fleet commands on <prefix>/<pod>/cmd/<verb> (off unless enabled).
     commands: StrictBool = False
     # Events are journalled in the state dir; this many are read back into
     # memory at a time while they wait for the broker.
-    queue_max_events: int = Field(default=10_000, ge=100)
+    queue_max_events: int = Field(default=10_000, ge=100, le=100_000)
 
     @field_validator("url")
     @classmethod
@@ -89,17 +134,21 @@ class MqttConfig(_Section):
         if not parts.hostname:
             raise ValueError(f"no host in {url!r}")
         try:
-            _ = parts.port
-        except ValueError as exc:
-            raise ValueError(f"bad port in {url!r}") from exc
+            port = parts.port
+        except ValueError:
+            raise ValueError(f"bad port in {url!r}: not a number in 1–65535") from None
+        _port_in_range(port, repr(url))
         return url
 
-    @field_validator("password_file", "ca_file", "cert_file", "key_file")
+    @field_validator("password_file", "key_file")
     @classmethod
-    def _readable_file(cls, path: Path | None) -> Path | None:
-        if path is not None:
-            _check_secret_file(path)
-        return path
+    def _readable_secret(cls, path: Path | None) -> Path | None:
+        return _check_secret_file(path)
+
+    @field_validator("ca_file", "cert_file")
+    @classmethod
+    def _readable_cert(cls, path: Path | None) -> Path | None:
+        return _check_secret_file(path, MAX_CERT_BYTES)
 
     @field_validator("topic_prefix")
     @classmethod
@@ -132,6 +181,15 @@ class ApiConfig(_Section):
     reader_group: str = "megapod"
     admin_group: str = "megapod-admin"
 
+    @field_validator("socket")
+    @classmethod
+    def _check_socket(cls, path: Path) -> Path:
+        size = len(os.fsencode(path))
+        if size > MAX_SOCKET_PATH_BYTES:
+            raise ValueError(f"path is {size} bytes; a Unix socket path has at most 107")
+        check_socket_path(path)
+        return path
+
 
 class StateConfig(_Section):
     dir: Path = Path("/var/lib/megapodd")
@@ -146,7 +204,7 @@ class CduConfig(_Section):
     url: str
     unit: int = Field(default=1, ge=1, le=247)  # 0 is broadcast: no answers
     poll_s: float = Field(default=0.25, ge=0.05, le=60)
-    timeout_s: float = Field(default=1.0, gt=0, le=30)
+    timeout_s: float = Field(default=1.0, ge=MIN_TIMEOUT_S, le=MAX_TIMEOUT_S)
     retries: int = Field(default=1, ge=0, le=5)
     # The CDU falls back to its failsafe speed if no heartbeat arrives in this time.
     # At least 4 s: heartbeats go every quarter of it and may queue behind a poll.
@@ -174,12 +232,12 @@ class PduConfig(_Section):
     priv_key_file: Path | None = None
     auth_protocol: Literal["SHA", "SHA-256"] = "SHA"
     outlets: int = Field(default=24, ge=1, le=96)
-    rack: int = Field(ge=1)
+    rack: int = Field(ge=1, le=MAX_RACK)
     # The rating of each phase's breaker: over it the phase trips (DEVICES.md §2).
     breaker_a: float = Field(default=32.0, gt=0.0, le=1000.0)
     fast_poll_s: float = Field(default=1.0, ge=0.1, le=60)
     slow_poll_s: float = Field(default=10.0, ge=0.5, le=600)
-    timeout_s: float = Field(default=1.0, gt=0, le=30)
+    timeout_s: float = Field(default=1.0, ge=MIN_TIMEOUT_S, le=MAX_TIMEOUT_S)
     retries: int = Field(default=1, ge=0, le=5)
 
     @model_validator(mode="after")
@@ -194,16 +252,14 @@ class PduConfig(_Section):
     @field_validator("auth_key_file", "priv_key_file")
     @classmethod
     def _readable_key(cls, path: Path | None) -> Path | None:
-        if path is not None:
-            _check_secret_file(path)
-        return path
+        return _check_secret_file(path)
 
 
 class BmcConfig(_Section):
     id: DeviceId
     port: str
-    baud: int = Field(default=115200, gt=0)
-    rack: int = Field(ge=1)
+    baud: int = 115200
+    rack: int = Field(ge=1, le=MAX_RACK)
     pdu: DeviceId | None = None
     outlet: int | None = Field(default=None, ge=1, le=96)
     # Who keeps power longer when some must go (a breaker about to trip): higher.
@@ -211,8 +267,13 @@ class BmcConfig(_Section):
     poll_s: float = Field(default=2.0, ge=0.2, le=60)
     # Chassis state, DCMI power, fan duty: 6 exchanges, not needed every sensor poll.
     slow_poll_s: float = Field(default=5.0, ge=0.2, le=600)
-    timeout_s: float = Field(default=1.0, gt=0, le=30)
+    timeout_s: float = Field(default=1.0, ge=MIN_TIMEOUT_S, le=MAX_TIMEOUT_S)
     retries: int = Field(default=2, ge=0, le=5)
+
+    @field_validator("baud")
+    @classmethod
+    def _standard_baud(cls, baud: int) -> int:
+        return _check_baud(baud)
 
     @field_validator("port")
     @classmethod
@@ -225,6 +286,7 @@ class BmcConfig(_Section):
                 ok = False
             if not ok:
                 raise ValueError(f"expected socket://host:port, got {port!r}")
+            _port_in_range(parts.port, repr(port))
         elif not port.startswith("/"):
             raise ValueError(f"expected a device path or socket://host:port, got {port!r}")
         return port
@@ -249,7 +311,8 @@ class InterlockAction(_Section):
     do: ActionName | None = None
     # ... or one output: "<device id>.<output>", e.g. "cdu1.pump_speed_pct".
     output: str | None = None
-    value: float | str | None = None  # a number, or a state ("off") for discrete outputs
+    # A number, or a state ("off") for discrete outputs.
+    value: Annotated[float, Field(ge=-MAX_LIMIT, le=MAX_LIMIT)] | str | None = None
     # A later stage: runs this long after the trip, and only if still tripped.
     after_s: float = Field(default=0.0, ge=0.0, le=86_400.0)
     # Targets of named actions: a rack ("matched": the rack of the device that tripped),
@@ -304,9 +367,9 @@ class InterlockConfig(_Section):
     # than `limit` per second; "stale": no good reading; "offline": the device is.
     trip_when: Literal["true", "bit", "above", "below", "rises_faster_than", "stale", "offline"]
     bit: int | None = Field(default=None, ge=0, le=15)
-    limit: float | None = None
+    limit: float | None = Field(default=None, ge=-MAX_LIMIT, le=MAX_LIMIT)
     # How far back past the limit a value must come to count as cleared.
-    clear_margin: float = Field(default=0.0, ge=0.0)
+    clear_margin: float = Field(default=0.0, ge=0.0, le=MAX_LIMIT)
     # The condition must hold this long before the rule trips.
     for_s: float = Field(default=0.0, ge=0.0, le=3600.0)
     # Only while one of these boolean points of the same device reads true ("pump*_running").
@@ -314,14 +377,14 @@ class InterlockConfig(_Section):
     # With no good reading for stale_after_s: trip (the default, invariant 2) or hold.
     on_stale: Literal["trip", "hold"] = "trip"
     # Default: three of the device's slowest poll periods, at least 5 s.
-    stale_after_s: float | None = Field(default=None, gt=0.0, le=3600.0)
+    stale_after_s: float | None = Field(default=None, ge=MIN_TIMEOUT_S, le=3600.0)
     # Consecutive good readings that must show the condition before it trips.
     # BMC points always need at least 2 (invariant 8: Terminal Mode has no checksum).
     confirm_reads: int = Field(default=1, ge=1, le=10)
     severity: Literal["warning", "alarm", "critical"] = "critical"
     # False: an automatic protective action that releases by itself once clear.
     latch: StrictBool = True
-    actions: list[InterlockAction] = []
+    actions: list[InterlockAction] = Field(default=[], max_length=16)
 
     @model_validator(mode="after")
     def _condition_fits(self) -> Self:
@@ -668,9 +731,11 @@ def parse_config(data: dict[str, object], path: Path) -> Config:
 def load_config(path: Path) -> Config:
     """Read and validate a config file; raise ConfigError listing every problem."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(path, [f"cannot read: {exc.strerror}"]) from None
+        # Bounded and non-blocking like the secrets: `--check-config /dev/zero` or a
+        # FIFO must not hang or fill memory.
+        text = read_small_file(path, MAX_CONFIG_BYTES).decode("utf-8")
+    except FileRefused as exc:
+        raise ConfigError(path, [str(exc)]) from None
     except UnicodeDecodeError as exc:
         raise ConfigError(path, [f"not UTF-8 text (byte {exc.start})"]) from None
     try:

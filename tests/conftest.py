@@ -11,8 +11,16 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from tests.helpers import MosquittoBroker, child_pids, free_tcp_port, wait_tcp_port
+from tests.other_uid import OtherUidCli, readable_megapodctl
+
+# Property tests: a bounded, repeatable run in the suite; HYPOTHESIS_PROFILE=long
+# for a long random search (`HYPOTHESIS_PROFILE=long pytest -m fuzz`).
+settings.register_profile("suite", max_examples=300, deadline=None, derandomize=True)
+settings.register_profile("long", max_examples=50_000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "suite"))
 
 
 @pytest.fixture(autouse=True)
@@ -81,3 +89,10 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoBro
             proc.wait()
         if proc.stderr is not None:
             proc.stderr.close()
+
+
+@pytest.fixture(scope="session")
+def other_uid_cli() -> Iterator[OtherUidCli]:
+    """megapodctl runnable by any uid, also from a checkout in a private directory."""
+    with readable_megapodctl() as cli:
+        yield cli

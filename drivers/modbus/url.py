@@ -14,6 +14,8 @@ from drivers.errors import ConfigurationError
 
 DEFAULT_TCP_PORT = 502
 DEFAULT_RTU_BAUD = 19200
+# The rates serial adapters and termios offer; anything else is a typo.
+STANDARD_BAUDS = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600)
 _RTU_KEYS = frozenset({"baud", "parity", "bytesize", "stopbits"})
 
 
@@ -60,6 +62,8 @@ def parse_modbus_url(url: str) -> ModbusUrl:
             raise ConfigurationError(f"{url!r}: modbus+tcp URL has no host")
         if parts.path not in ("", "/") or parts.query:
             raise ConfigurationError(f"{url!r}: modbus+tcp URL takes only host and port")
+        if port is not None and not 1 <= port <= 65535:
+            raise ConfigurationError(f"{url!r}: port {port} is outside 1–65535")
         return ModbusUrl(
             transport=ModbusTransport.TCP,
             host=parts.hostname,
@@ -84,7 +88,9 @@ def parse_modbus_url(url: str) -> ModbusUrl:
         return ModbusUrl(
             transport=ModbusTransport.RTU,
             device=parts.path,
-            baud=_int_option(url, "baud", options.get("baud", str(DEFAULT_RTU_BAUD))),
+            baud=_int_option(
+                url, "baud", options.get("baud", str(DEFAULT_RTU_BAUD)), frozenset(STANDARD_BAUDS)
+            ),
             parity=parity,
             bytesize=_int_option(url, "bytesize", options.get("bytesize", "8"), frozenset({7, 8})),
             stopbits=_int_option(url, "stopbits", options.get("stopbits", "1"), frozenset({1, 2})),

@@ -5,16 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from megapodd.config import ConfigError
+from megapodd.safe_files import FileRefused, read_secret_text
 from megapodd.supervisor import SupervisorSettings
 
 
 def read_secret(path: Path | None, key: str, config_path: Path) -> str:
+    """A key file, read as validation did: never blocks, bounded (megapodd/safe_files.py)."""
     if path is None:
         return ""
     try:
-        return path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(config_path, [f"{key}: cannot read {path}: {exc.strerror}"]) from None
+        return read_secret_text(path)
+    except FileRefused as exc:
+        raise ConfigError(config_path, [f"{key}: {exc}"]) from None
 
 
 def outer_bounds(

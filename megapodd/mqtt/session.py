@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import ssl
 import time
-from pathlib import Path
 
 import aiomqtt
 import structlog
@@ -21,6 +20,7 @@ from megapodd.backoff import Backoff
 from megapodd.config import MqttConfig
 from megapodd.mqtt.command_subscription import CommandSubscription
 from megapodd.mqtt.telemetry import Telemetry, dumps
+from megapodd.safe_files import MAX_CERT_BYTES, FileRefused, read_secret_text
 
 log = structlog.get_logger("megapodd.mqtt")
 
@@ -94,7 +94,7 @@ class MqttSession:
                 self.connect_failures += 1
                 delay_s = self._backoff.next_delay_s()
                 log.warning("mqtt_disconnected", error=str(exc), retry_in_s=round(delay_s, 2))
-            except (OSError, ssl.SSLError) as exc:
+            except (OSError, ssl.SSLError, FileRefused) as exc:
                 # Unreadable password file, bad CA or client certificate: say so
                 # and keep trying (the file may be fixed without a restart).
                 delay_s = self._backoff.next_delay_s()
@@ -129,15 +129,21 @@ class MqttSession:
 
     def _client(self) -> aiomqtt.Client:
         cfg = self._config
+        # Read the way validation did (megapodd/safe_files.py): never blocks, bounded.
         password = None
         if cfg.password_file is not None:
-            password = Path(cfg.password_file).read_text(encoding="utf-8").strip()
+            password = read_secret_text(cfg.password_file)
         tls_context = None
         if cfg.tls:
             tls_context = ssl.create_default_context(
-                cafile=str(cfg.ca_file) if cfg.ca_file else None
+                cadata=read_secret_text(cfg.ca_file, MAX_CERT_BYTES) if cfg.ca_file else None
             )
             if cfg.cert_file is not None:
+                # ssl loads these by path only: check them first so a FIFO or a
+                # device put there cannot hang or flood the loader.
+                read_secret_text(cfg.cert_file, MAX_CERT_BYTES)
+                if cfg.key_file is not None:
+                    read_secret_text(cfg.key_file)
                 tls_context.load_cert_chain(
                     str(cfg.cert_file), str(cfg.key_file) if cfg.key_file else None
                 )

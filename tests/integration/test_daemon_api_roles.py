@@ -3,11 +3,8 @@ read, only admins act, and every refused action is an audited event."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import shutil
-import sys
 import tempfile
 from pathlib import Path
 
@@ -16,30 +13,14 @@ import pytest
 from megapodd.api.client import ApiClientError, call
 from tests.daemon_helpers import running_daemon, write_config
 from tests.helpers import MosquittoBroker, wait_until
+from tests.other_uid import OtherUidCli, run_as
 
 pytestmark = pytest.mark.integration
-
-MEGAPODCTL = str(Path(sys.executable).parent / "megapodctl")
-
-
-async def _as_nobody(*args: str) -> tuple[int, str]:
-    """megapodctl run as user nobody, group nogroup (not root, not an admin)."""
-    setpriv = shutil.which("setpriv")
-    assert setpriv is not None
-    proc = await asyncio.create_subprocess_exec(
-        setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups",
-        sys.executable, MEGAPODCTL, *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    async with asyncio.timeout(30):
-        out, _ = await proc.communicate()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode()
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a client as another user")
 async def test_reader_reads_and_cannot_act_and_refusals_are_audited(
-    tmp_path: Path, mosquitto: MosquittoBroker
+    tmp_path: Path, mosquitto: MosquittoBroker, other_uid_cli: OtherUidCli
 ) -> None:
     # pytest's tmp_path is private to root, so the socket goes in a public directory;
     # nogroup stands in for the megapod group whose members may read.
@@ -51,18 +32,22 @@ async def test_reader_reads_and_cannot_act_and_refusals_are_audited(
             f'socket = "{tmp_path / "d.sock"}"', f'socket = "{sock}"\nreader_group = "nogroup"'
         )
         config.write_text(text)
-        await _check_roles(config, sock)
+        await _check_roles(config, sock, other_uid_cli)
 
 
-async def _check_roles(config: Path, sock: Path) -> None:
+async def _check_roles(config: Path, sock: Path, cli: OtherUidCli) -> None:
+    async def as_nobody(*args: str) -> tuple[int, str]:
+        """megapodctl as user nobody, group nogroup (not root, not an admin)."""
+        return await run_as(cli, "nobody", "nogroup", *args)
+
     async with running_daemon(config) as daemon:
         await wait_until(sock.exists, timeout_s=5)
         # The daemon gave the socket to the reader group (0660): no chmod needed.
-        code, out = await _as_nobody("--socket", str(sock), "status", "--json")
+        code, out = await as_nobody("--socket", str(sock), "status", "--json")
         assert code == 0, out
         assert json.loads(out)["pod"]["id"] == "pod-roles"
 
-        code, out = await _as_nobody("--socket", str(sock), "outlet", "pdu-x", "1", "off")
+        code, out = await as_nobody("--socket", str(sock), "outlet", "pdu-x", "1", "off")
         assert code == 1 and "'outlet' needs the admin role" in out
         [refused] = [e for e in daemon.events.recent if e.type == "command_rejected"]
         assert refused.data["command"] == "outlet"

@@ -185,4 +185,4 @@ async def test_megapodctl_status_table_and_json(
         proc.send_signal(signal.SIGTERM)
         await _reap(proc)
     code, _, err = await megapodctl("--socket", sock, "status")
-    assert code == 1 and "not running" in err
+    assert code == 3 and "not running" in err  # 3: megapodd did not answer

@@ -22,6 +22,8 @@ from drivers.snmp.usm import AuthProtocol, PrivProtocol
 from drivers.snmp.v3 import SaltCounter, UsmFailure, UsmUser, protect, unprotect
 from sim_devices.snmp_agent import AgentConfig, Mib, SnmpAgent
 
+pytestmark = pytest.mark.fuzz
+
 SYS_DESCR = parse_oid("1.3.6.1.2.1.1.1.0")
 USER = UsmUser(
     "fuzz", AuthProtocol.HMAC_SHA_96, "fuzz-auth-pass", PrivProtocol.AES128, "fuzz-priv-pass"
