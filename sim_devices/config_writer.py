@@ -14,6 +14,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from sim_devices.control_loops import default_loops
 from sim_devices.physics import constants as k
 from sim_devices.profiles import CDU_ID, PodLayout, PortPlan, SimPaths, breaker_rating_a
 from sim_devices.safety_rules import PHASE_VOLTAGE_V, PduRating, default_rules
@@ -133,6 +134,7 @@ def render_config(spec: DaemonConfigSpec) -> str:
             f"poll_s = {BMC_POLL_S}",
         ]
     lines += default_rules(layout, pdu_ratings(layout))
+    lines += default_loops(layout)
     return "\n".join(lines) + "\n"
 
 

@@ -369,15 +369,27 @@ class LoopEngine:
         return winner if winner is not None and winner.owner > Owner.LOOP else None
 
     def _applied(self, loop: _Loop) -> float | None:
-        """What is on the actuator: the arbiter's confirmed write, else our claim."""
+        """What is on the actuator: the arbiter's confirmed write, else our
+        claim, else (at start) what the device's feedback shows, so that the
+        first output starts from where the actuator is."""
         name = loop.spec.output
-        if loop.spec.zone is not None:
-            zone = self._zones[loop.spec.zone]
-            name = zone.spec.output
         written = self._arbiter.output(name).written
         if isinstance(written, int | float):
             return float(written)
-        return loop.claimed
+        if loop.claimed is not None:
+            return loop.claimed
+        pattern = loop.spec.spec.feedback_point
+        if pattern is None:
+            return None
+        device = name.partition(".")[0]
+        values = [
+            v
+            for point_name, p in self._store.device(device).points.items()
+            if point_matches(pattern, point_name)
+            and p.quality is Quality.GOOD
+            and (v := number(p.value)) is not None
+        ]
+        return max(values) if values else None
 
     def _claim(self, loop: _Loop, value: float, force: bool) -> None:
         deadband = loop.spec.config.deadband
