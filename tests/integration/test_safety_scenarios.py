@@ -13,103 +13,21 @@ loop clock in tests/unit/test_safety_engine.py.
 from __future__ import annotations
 
 import asyncio
-import re
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import pytest
 
-from megapodd.app import Daemon
-from megapodd.store import DeviceState
-from tests.daemon_helpers import megapodctl, running_daemon
-from tests.helpers import MosquittoBroker, free_tcp_port, wait_until
-from tests.integration.sim_process import RunningSim, running_sim
+from tests.daemon_helpers import megapodctl
+from tests.helpers import wait_until
+from tests.integration.simulated_pod import (
+    CONTROL_MODE,
+    ISOLATION,
+    LEAD_PUMP,
+    PUMP_SETPOINT,
+    Pod,
+)
 from tests.peers import mbpoll_holding, snmpget_outlet
 
 pytestmark = pytest.mark.integration
-
-CONTROL_MODE, PUMP_SETPOINT, LEAD_PUMP, VALVE, ISOLATION = 101, 102, 103, 104, 108
-# Real delays -> test delays (seconds).
-_FASTER = {
-    r"for_s = 30\b": "for_s = 2",
-    r"hard_after_s = 60\b": "hard_after_s = 3",
-    r"after_s = 120\b": "after_s = 5",
-    r"after_s = 125\b": "after_s = 10",
-}
-
-
-@dataclass
-class Pod:
-    sim: RunningSim
-    daemon: Daemon
-    tmp: Path
-
-    @property
-    def cdu_port(self) -> int:
-        return int(self.sim.ready["cdu_port"])
-
-    def pdu_port(self, pdu: str) -> int:
-        return int(self.sim.ready["pdu_ports"][pdu])
-
-    @property
-    def sock(self) -> str:
-        return str(self.daemon.config.api.socket)
-
-    async def inject(self, *fault: str) -> None:
-        result = await self.sim.cli("inject", *fault)
-        assert result.returncode == 0, result.stderr
-
-    async def clear(self, *fault: str) -> None:
-        result = await self.sim.cli("inject", "--clear", *fault)
-        assert result.returncode == 0, result.stderr
-
-    def state(self, instance: str) -> str:
-        return str(self.daemon.interlocks.snapshot()[instance]["state"])  # type: ignore[index]
-
-    async def until(self, instance: str, state: str, timeout_s: float = 15.0) -> None:
-        await wait_until(lambda: self.state(instance) == state, timeout_s=timeout_s)
-
-    async def server(self, server: str) -> dict[str, Any]:
-        status = await self.sim.status()
-        [entry] = [s for s in status["servers"] if s["id"] == server]
-        return dict(entry)
-
-    async def servers_on(self) -> list[str]:
-        status = await self.sim.status()
-        return [s["id"] for s in status["servers"] if s["chassis_on"]]
-
-    def events(self, kind: str, rule: str | None = None) -> list[Any]:
-        return [
-            e
-            for e in self.daemon.events.recent
-            if e.type == kind and (rule is None or e.data.get("rule") == rule)
-        ]
-
-    async def reset(self, rule: str) -> tuple[int, str]:
-        code, out, err = await megapodctl("--socket", self.sock, "reset", rule)
-        return code, out + err
-
-
-@pytest.fixture
-async def pod(tmp_path: Path, mosquitto: MosquittoBroker) -> AsyncIterator[Pod]:
-    state = tmp_path / "pod"
-    config = tmp_path / "pod.toml"
-    extra = ["--profile", "small", "--write-config", str(config), "--mqtt-url", mosquitto.url,
-             "--pod-id", "pod-safety"]  # fmt: skip
-    async with running_sim(state, free_tcp_port(), extra) as sim:
-        text = config.read_text()
-        for pattern, faster in _FASTER.items():
-            text = re.sub(pattern, faster, text)
-        config.write_text(text)
-        async with running_daemon(config) as daemon:
-            await wait_until(
-                lambda: all(r.state is DeviceState.ONLINE for r in daemon.store.devices()),
-                timeout_s=30,
-            )
-            yield Pod(sim, daemon, tmp_path)
-
 
 async def test_leaks_isolate_and_power_off_their_rack_and_nothing_comes_back_by_itself(
     pod: Pod,
