@@ -55,6 +55,14 @@ async def _check_roles(config: Path, sock: Path, cli: OtherUidCli) -> None:
         assert isinstance(caller, dict)
         assert caller["role"] == "reader" and caller["uid"] == 65534
 
+        # Resetting an interlock is an action: a reader cannot, and it is audited.
+        code, out = await as_nobody("--socket", str(sock), "reset", "leak-tray-r1")
+        assert code == 1 and "'reset' needs the admin role" in out
+        refused = [e for e in daemon.events.recent if e.type == "command_rejected"][-1]
+        assert refused.data["command"] == "reset"
+        assert isinstance(refused.data["caller"], dict)
+        assert refused.data["caller"]["role"] == "reader"
+
         # An admin's bad arguments are audited too.
         with pytest.raises(ApiClientError, match="no PDU 'pdu-x'"):
             await call(sock, "outlet", {"pdu": "pdu-x", "outlet": 1, "action": "off"})
