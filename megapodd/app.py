@@ -92,6 +92,10 @@ class Daemon:
         # Latched interlocks first, so the first write to a device is theirs (invariant 3).
         self.interlocks.restore()
         self.arbiter.start()  # queued: runs once each device is connected
+        for supervisor in self.devices.supervisors:
+            supervisor.add_connect_listener(
+                functools.partial(self.arbiter.device_connected, supervisor.device_id)
+            )
         loops, zones = compile_loops(config)
         self.loops = LoopEngine(
             loops, zones, self.store, self.arbiter, self.events, _loop_clock
@@ -109,6 +113,7 @@ class Daemon:
         ]
         duties.append(TickDuty(0.0, self.loops.tick))
         duties.append(TickDuty(0.0, self.arbiter.tick))
+        duties.append(TickDuty(_STALENESS_CHECK_S, self._check_output_feedback))
         duties.append(TickDuty(_STALENESS_CHECK_S, self._refresh_staleness))
         duties.append(TickDuty(_STALENESS_CHECK_S, self.interlocks.check_inputs))
         self.tick = ControlTick(config.control.tick_s, self.notifier, duties)
@@ -221,6 +226,9 @@ class Daemon:
             async with asyncio.timeout(_STOP_SAVE_TIMEOUT_S):
                 await self.interlocks.state_writer.flush()
         self.notifier.close()
+
+    def _check_output_feedback(self) -> None:
+        self.arbiter.check_feedback(self.store.get)
 
     def _refresh_staleness(self) -> None:
         now = _loop_clock()

@@ -198,6 +198,7 @@ class DeviceSupervisor(Generic[D]):
         self._failure_streak = 0
         self._queue = _Queue()
         self._op_failures: dict[str, int] = {}
+        self._connect_listeners: list[Callable[[], None]] = []
         self.polls_ok = 0
         self.polls_failed = 0
         store.add_device(device_id, driver.kind)
@@ -213,6 +214,11 @@ class DeviceSupervisor(Generic[D]):
             "polls_failed": self.polls_failed,
             **self.driver.link_stats(),
         }
+
+    def add_connect_listener(self, listener: Callable[[], None]) -> None:
+        """Told each time the device is connected, before its first poll: a
+        device that restarted may have lost what was written to it."""
+        self._connect_listeners.append(listener)
 
     def poll_now(self) -> None:
         """Read every group at once (after a command, to confirm it quickly)."""
@@ -387,6 +393,8 @@ class DeviceSupervisor(Generic[D]):
             await self.driver.connect()
             if self._on_connect is not None:
                 await self._on_connect(self.driver)
+        for listener in self._connect_listeners:
+            listener()  # queues work; it runs before the first poll
 
     async def _poll_until_lost(self, loop: asyncio.AbstractEventLoop) -> None:
         now = loop.time()

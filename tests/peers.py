@@ -49,6 +49,14 @@ async def mbpoll_holding(port: int, address: int, count: int = 1) -> list[int]:
     return [int(value) for _, value in _MBPOLL_LINE.findall(out)]
 
 
+async def mbpoll_write_holding(port: int, address: int, value: int) -> None:
+    """One holding register written with mbpoll, as a BMS or a technician's laptop would."""
+    await _run(
+        "mbpoll", "-m", "tcp", "-p", str(port), "-a", "1", "-t", "4", "-0", "-1",
+        "-r", str(address), "127.0.0.1", str(value),
+    )
+
+
 async def snmpget_outlet(port: int, outlet: int, scratch: Path) -> str:
     """An outlet's state as net-snmp's snmpget reads it: "on" or "off"."""
     scratch = scratch / "snmp-tools"  # kept away from ~/.snmp and /var/lib/snmp

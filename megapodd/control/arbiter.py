@@ -30,11 +30,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar
 
+from drivers.base import Quality
 from drivers.errors import ValueRejected
 from megapodd.backoff import Backoff
 from megapodd.events import EventBus, Severity
 from megapodd.outputs.catalog import OutputInstance, describe_outputs
 from megapodd.outputs.spec import OutputSpec, OutputValue
+from megapodd.store import StoredPoint
 from megapodd.supervisor import OperationFn, OpPriority
 
 T = TypeVar("T")
@@ -143,6 +145,10 @@ class Output:
     # Told how the pending background write ends: once on the first failure, once
     # when it finally holds.
     watchers: list[_Watcher] = field(default_factory=list)
+    written_mono_s: float = float("-inf")  # when `written` was confirmed
+    # A feedback reading (its time) that contradicted `written`: a second one
+    # in a row has the state written again.
+    contradicted_mono_s: float | None = None
 
     def winner(self) -> Claim | None:
         return self.claims[max(self.claims)] if self.claims else None
@@ -297,6 +303,7 @@ class OutputArbiter:
             output.written = None  # unknown until confirmed
             await output.spec.write(driver, state, output.index)
             output.written, output.handed_back = state, False
+            output.written_mono_s = self._clock()
             return state
 
         result = await output.door.execute(f"{state} {name}", OP_PRIORITY[owner], operation)
@@ -320,6 +327,7 @@ class OutputArbiter:
             output.written = None
             await pulse_op(driver, which, output.index)
             output.written = spec.states[0]  # a reboot or a cycle ends powered
+            output.written_mono_s = self._clock()
             return which
 
         result = await output.door.execute(f"{which} {name}", OP_PRIORITY[owner], operation)
@@ -346,6 +354,79 @@ class OutputArbiter:
         for output in self.outputs.values():
             if output.claims or output.spec.hand_back is not None:
                 self._sync(output, force=True)
+
+    def device_connected(self, device_id: str) -> None:
+        """A device (re)connected: it may have restarted and lost what it was
+        told (a CDU power cycle reopens every rack; a BMC reset drops its power
+        cap), so every claimed output of it is written again, before its first
+        poll and in the order of the owners' priority."""
+        for output in self.outputs.values():
+            if output.device_id == device_id and output.claims:
+                self._sync(output, force=True)
+
+    def check_feedback(self, read: Callable[[str, str], StoredPoint | None]) -> None:
+        """Write a held discrete state again when the device no longer shows it
+        (two feedback readings in a row, newer than the confirmed write), and
+        say so: an outlet switched on at the PDU's panel while an interlock
+        holds it off, a rack valve reopened by the CDU."""
+        for output in self.outputs.values():
+            spec, winner = output.spec, output.winner()
+            if (
+                winner is None
+                or spec.observe is None
+                or winner.value in spec.unobservable
+                or output.written != winner.value
+                or output.retry_at_s is not None
+                or output.force_write
+            ):
+                output.contradicted_mono_s = None
+                continue
+            point = spec.feedback(output.index)
+            reading = read(output.device_id, point) if point is not None else None
+            if (
+                reading is None
+                or reading.quality is not Quality.GOOD
+                or reading.mono_s <= output.written_mono_s
+            ):
+                continue
+            shown = spec.observe(reading.value, output.index)
+            if shown is None or shown == winner.value:
+                output.contradicted_mono_s = None
+                continue
+            if output.contradicted_mono_s is None:
+                output.contradicted_mono_s = reading.mono_s
+                continue
+            if reading.mono_s == output.contradicted_mono_s:
+                continue  # the same reading again: wait for the next poll
+            output.contradicted_mono_s = None
+            # Only towards safety: an outlet the PDU's breaker switched off is
+            # not switched on again by itself (nothing is re-energised by itself).
+            rewrite = spec.rank(winner.value) >= spec.rank(shown)
+            held = f"held {winner.value} by {winner.by} ({winner.owner.name.lower()})"
+            if rewrite:
+                severity = Severity.CRITICAL if winner.owner is Owner.INTERLOCK else Severity.WARNING
+                message = f"{output.name}: the device shows {shown}, {held}; writing it again"
+            else:
+                severity = Severity.WARNING
+                message = f"{output.name}: the device shows {shown}, {held}; left {shown}"
+            self._events.emit(
+                "output_mismatch",
+                severity,
+                output.device_id,
+                message,
+                {
+                    "output": output.name,
+                    "shown": shown,
+                    "value": winner.value,
+                    "owner": winner.owner.name.lower(),
+                    "by": winner.by,
+                    "written_again": rewrite,
+                },
+            )
+            if rewrite:
+                self._sync(output, force=True)
+            else:
+                output.written = shown
 
     def tick(self) -> None:
         """Expire overrides and fleet claims; retry failed background writes."""
@@ -398,6 +479,7 @@ class OutputArbiter:
                     output.force_write = True
                     raise
                 output.written, output.handed_back = winner.value, False
+                output.written_mono_s = self._clock()
             return winner
 
         return write

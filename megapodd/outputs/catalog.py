@@ -45,6 +45,17 @@ async def _write_lead_pump(driver: CduDriver, lead: OutputValue, _index: int | N
     await driver.set_lead_pump(_LEAD_PUMPS[str(lead)])
 
 
+def _observe_state(reading: object, _index: int | None) -> str | None:
+    """Points that read as the output's own states ("on", "closed", "pump1")."""
+    return reading if isinstance(reading, str) else None
+
+
+def _observe_isolation(mask: object, rack: int | None) -> str | None:
+    if rack is None or isinstance(mask, bool) or not isinstance(mask, int):
+        return None
+    return "closed" if mask >> (rack - 1) & 1 else "open"
+
+
 async def _write_isolation(driver: CduDriver, state: OutputValue, rack: int | None) -> None:
     if rack is None:
         raise ValueError("rack isolation needs a rack number")
@@ -93,6 +104,7 @@ CDU_OUTPUTS: tuple[OutputSpec[CduDriver], ...] = (
         ranks=(0, 0, 0),
         aliases={"1": "pump1", "2": "pump2"},
         feedback_point="lead_pump",
+        observe=_observe_state,
     ),
     OutputSpec(
         "rack_{n}_isolation",
@@ -102,6 +114,8 @@ CDU_OUTPUTS: tuple[OutputSpec[CduDriver], ...] = (
         "register 108 read back (read, set the rack's bit, write)",
         states=("open", "closed"),
         ranks=(0, 1),
+        feedback_point="rack_isolation_mask",
+        observe=_observe_isolation,
     ),
 )
 
@@ -132,6 +146,7 @@ PDU_OUTPUTS: tuple[OutputSpec[SnmpPduDriver], ...] = (
         pulses=("reboot",),
         pulse=_pulse_outlet,
         feedback_point="outlet_{n:02d}_state",
+        observe=_observe_state,
     ),
 )
 
@@ -180,6 +195,8 @@ BMC_OUTPUTS: tuple[OutputSpec[BmcDriver], ...] = (
         pulses=("cycle", "reset"),
         pulse=_pulse_chassis,
         feedback_point="chassis_power",
+        observe=_observe_state,
+        unobservable=("soft_off",),
     ),
     OutputSpec(
         "fan_duty_pct",

@@ -32,6 +32,8 @@ Write = Callable[[D, OutputValue, int | None], Awaitable[None]]
 HandBack = Callable[[D, int | None], Awaitable[None]]
 # A one-shot operation (an outlet reboot, a power cycle): not a state to hold.
 Pulse = Callable[[D, str, int | None], Awaitable[None]]
+# The state a discrete output's feedback reading shows (None: it cannot tell).
+Observe = Callable[[object, int | None], str | None]
 
 
 class SafeDirection(enum.StrEnum):
@@ -72,6 +74,12 @@ class OutputSpec(Generic[D]):
     pulse: Pulse[D] | None = None
     # The point that shows the actuator's actual state ("{n}" as in name), if any.
     feedback_point: str | None = None
+    # Discrete outputs: the state the feedback point shows, so that a held
+    # state the device lost (a restart, a button pressed) is written again;
+    # `unobservable` states have no reading of their own (a soft shutdown
+    # reads "on" until the OS is done).
+    observe: Observe | None = None
+    unobservable: tuple[str, ...] = ()
     aliases: dict[str, str] = field(default_factory=dict)  # "1" -> "pump1" and the like
 
     def __post_init__(self) -> None:

@@ -25,7 +25,7 @@ from tests.integration.simulated_pod import (
     PUMP_SETPOINT,
     Pod,
 )
-from tests.peers import mbpoll_holding, snmpget_outlet
+from tests.peers import mbpoll_holding, mbpoll_write_holding, snmpget_outlet
 
 pytestmark = pytest.mark.integration
 
@@ -47,6 +47,16 @@ async def test_leaks_isolate_and_power_off_their_rack_and_nothing_comes_back_by_
     assert await snmpget_outlet(r2a, 1, pod.tmp) == "on"  # the other rack runs on
     [tripped] = pod.events("interlock_tripped", "leak-tray-r1")
     assert tripped.severity == "critical"
+    # Something else reopens the rack behind the daemon's back: it is closed again.
+    await mbpoll_write_holding(pod.cdu_port, ISOLATION, 0)
+    await wait_until(lambda: bool(pod.events("output_mismatch")), timeout_s=3)
+    [mismatch] = pod.events("output_mismatch")
+    assert mismatch.data["output"] == "cdu1.rack_1_isolation" and mismatch.data["shown"] == "open"
+
+    async def closed_again() -> bool:
+        return await mbpoll_holding(pod.cdu_port, ISOLATION) == [0b01]
+
+    await wait_until(closed_again, timeout_s=3, interval_s=0.25)
 
     # A reset while the tray is still wet is refused, and audited.
     code, text = await pod.reset("leak-tray-r1")
@@ -139,11 +149,18 @@ async def test_hot_supply_drives_cooling_to_full_and_critical_shuts_down(pod: Po
     for rule in ("supply-critical", "supply-high"):
         code, text = await pod.reset(rule)
         assert code == 0, text
-    # The pumps go back to the CDU's own control; the servers stay off.
-    async def handed_back() -> bool:
-        return await mbpoll_holding(pod.cdu_port, CONTROL_MODE) == [1]
+    # The pumps go back to the pump zone's loops, below full speed; the servers stay off.
+    pumps = pod.daemon.arbiter.outputs["cdu1.pump_speed_pct"]
 
-    await wait_until(handed_back, timeout_s=10, interval_s=0.5)
+    async def back_to_the_loops() -> bool:
+        winner = pumps.winner()
+        return (
+            winner is not None
+            and winner.by == "zone pumps"
+            and (await mbpoll_holding(pod.cdu_port, PUMP_SETPOINT))[0] < 10000
+        )
+
+    await wait_until(back_to_the_loops, timeout_s=10, interval_s=0.5)
     assert await pod.servers_on() == []
 
 
