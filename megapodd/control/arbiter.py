@@ -403,8 +403,9 @@ class OutputArbiter:
             # not switched on again by itself (nothing is re-energised by itself).
             rewrite = spec.rank(winner.value) >= spec.rank(shown)
             held = f"held {winner.value} by {winner.by} ({winner.owner.name.lower()})"
+            interlock = winner.owner is Owner.INTERLOCK
             if rewrite:
-                severity = Severity.CRITICAL if winner.owner is Owner.INTERLOCK else Severity.WARNING
+                severity = Severity.CRITICAL if interlock else Severity.WARNING
                 message = f"{output.name}: the device shows {shown}, {held}; writing it again"
             else:
                 severity = Severity.WARNING
