@@ -170,6 +170,13 @@ class CommandService:
     async def _override(self, request: OverrideRequest, caller: Caller) -> object:
         name = self._output_name(request.device, request.output)
         output = self._arbiter.outputs[name]
+        spec = output.spec
+        if not spec.continuous and len(set(spec.ranks)) > 1:
+            # A standing "on" or "open" parked under an interlock would take
+            # effect at its reset: coolant or power back by itself.
+            raise CommandRefused(
+                f"{name} is switched, not overridden: use megapodctl outlet, server or rack"
+            )
         claim = Claim(caller.owner, request.value, caller.who, self._clock() + request.duration_s)
 
         async def apply() -> dict[str, Any]:

@@ -275,14 +275,40 @@ class OutputArbiter:
         """Withdraw an owner's claim; the next owner's value is written in the background."""
         output = self.output(name)
         before = output.winner()
-        if output.claims.pop(owner, None) is None:
+        ended = output.claims.pop(owner, None)
+        if ended is None:
             return before
+        if owner is Owner.INTERLOCK and not output.spec.continuous:
+            self._drop_less_safe(output, ended, reason)
         after = output.winner()
         if after is before:
             return after  # a lower claim ended: nothing changes on the device
         self._announce(output, before, after, reason)
         self._sync(output, force=True)
         return after
+
+    def _drop_less_safe(self, output: Output, ended: Claim, reason: str) -> None:
+        """An interlock let go of a switched output: lower claims that would
+        switch it back on or reopen it end too; someone acts on purpose."""
+        spec = output.spec
+        for owner, claim in list(output.claims.items()):
+            if spec.rank(claim.value) < spec.rank(ended.value):
+                del output.claims[owner]
+                self._events.emit(
+                    "output_owner_changed",
+                    Severity.INFO,
+                    output.device_id,
+                    f"{output.name}: {owner.name.lower()} claim {claim.value} ended with "
+                    f"the interlock ({reason}); nothing is switched back by itself",
+                    {
+                        "output": output.name,
+                        "from": owner.name.lower(),
+                        "to": "none",
+                        "value": ended.value,
+                        "by": claim.by,
+                        "reason": reason,
+                    },
+                )
 
     # -- momentary actions on discrete outputs -----------------------------
 

@@ -67,6 +67,15 @@ async def test_an_outlet_command_over_mqtt_is_run_answered_and_audited(
         audit = [e for e in daemon.events.recent if e.type == "command"][-1]
         assert isinstance(audit.data["caller"], dict) and audit.data["caller"]["via"] == "mqtt"
 
+        # A standing "on" would come back by itself after an interlock: switch, don't override.
+        parked = await fleet_command(
+            mosquitto,
+            "pod-cmd-on",
+            "override",
+            {"device": "pdu-r1a", "output": "outlet_5", "value": "on", "duration_s": 600},
+        )
+        assert parked["ok"] is False and "is switched, not overridden" in parked["error"]
+        assert not farm["pdu-r1a"].model.outlet_is_on(5)
         refused = await fleet_command(mosquitto, "pod-cmd-on", "reset", {"interlock": "x"})
         assert refused["ok"] is False and "'reset' is not a command over MQTT" in refused["error"]
         bad = await fleet_command(mosquitto, "pod-cmd-on", "outlet", b"{not json")

@@ -264,3 +264,16 @@ async def test_a_technicians_action_ends_a_fleet_claim_but_not_the_reverse(rig: 
     with pytest.raises(OutputHeld, match="override"):
         await arbiter.act("dev.outlet_3", "off", Owner.FLEET, "mqtt")
     assert device.values == ["off", "on", "on"]
+
+
+async def test_an_interlock_reset_never_switches_an_outlet_back_on(rig: Rig) -> None:
+    arbiter, device = rig.arbiter, rig.device
+    await arbiter.claim("dev.outlet_3", Claim(Owner.FLEET, "on", "mqtt", _now() + 600))
+    arbiter.claim_in_background("dev.outlet_3", Claim(Owner.INTERLOCK, "off", "leak"), "trip")
+    await asyncio.sleep(0.1)
+    assert device.values == ["on", "off"]
+    arbiter.release("dev.outlet_3", Owner.INTERLOCK, "reset")
+    await asyncio.sleep(1.0)
+    assert device.values == ["on", "off"]  # the fleet's "on" ended with the interlock
+    assert arbiter.outputs["dev.outlet_3"].claims == {}
+    assert ("fleet", "none") in rig.owner_moves()
