@@ -124,6 +124,13 @@ def default_rules(layout: PodLayout, ratings: Sequence[PduRating]) -> list[str]:
          'on_stale = "hold"'],
         ['{do = "lead_pump", pump = "other"}', *_pod_shutdown(5.0)],
     )
+    # flow-lost's guard cannot see two failed pumps (neither runs): this can.
+    lines += _rule(
+        "pumps-failed",
+        [f"device = {cdu}", 'point = "pump*_fault"', 'aggregate = "all"', 'trip_when = "true"',
+         'on_stale = "hold"'],
+        _pod_shutdown(0.0),
+    )
     lines += _rule(
         "gpu-hot",
         ['devices = "bmc"', 'point = "gpu*_temp_c"', 'aggregate = "max"', 'scope = "each"',

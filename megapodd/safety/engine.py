@@ -388,13 +388,19 @@ class InterlockEngine:
 
     def _trip(self, instance: _Instance, reason: str) -> None:
         spec = instance.spec
-        first = instance.state is RuleState.NORMAL
+        again = instance.state is RuleState.LATCHED
         instance.pending_since_s = None
         for track in instance.tracks.values():
             track.tripping = track.clear = 0
         instance.last_trip_ts = self._wall_clock()
-        if first or instance.tripped_mono_s is None:
+        if instance.state is not RuleState.TRIPPED or instance.tripped_mono_s is None:
+            # A new incident, also from latched: its stages run on their own
+            # schedule from now (the lag pump gets its seconds again, servers
+            # their soft shutdown first), never all at once because the first
+            # trip was long ago. What the first trip holds stays held.
             instance.tripped_mono_s = self._clock()
+            if again:
+                instance.steps_done.clear()
         self._set(instance, RuleState.TRIPPED, reason)
         self._events.emit(
             "interlock_tripped",
@@ -451,6 +457,11 @@ class InterlockEngine:
             if value is None:
                 self._action_event(instance, step, "refused", "no pump to switch to")
                 continue
+            held = instance.claims.get(step.output)
+            if held is not None and held != value:
+                # A stage run again never makes what this rule holds less safe
+                # (a server already off is not "soft shut down" again).
+                value = self._arbiter.output(step.output).spec.safer(value, held)
             instance.claims[step.output] = value
             self._claim(step.output, f"interlock {instance.spec.name}", instance, step)
         if ran:

@@ -181,6 +181,23 @@ async def test_loss_of_flow_switches_the_lead_pump_then_shuts_down(pod: Pod) -> 
     assert code == 0, text
 
 
+async def test_both_pumps_failed_shuts_the_pod_down(pod: Pod) -> None:
+    await pod.inject("pump-seize", "1")
+    await pod.inject("pump-seize", "2")
+    await pod.until("pumps-failed", "tripped", 5)
+    [tripped] = pod.events("interlock_tripped", "pumps-failed")
+    assert tripped.severity == "critical"
+    await _until_all_off(pod, timeout_s=20)  # soft first: the simulated OS ends quickly
+    soft = [
+        e for e in pod.events("interlock_action", "pumps-failed")
+        if e.data["value"] == "soft_off" and e.data["result"] == "done"
+    ]  # fmt: skip
+    assert len(soft) == 8
+    code, text = await pod.reset("pumps-failed")
+    assert code == 1 and "still tripped" in text  # seized pumps do not reset
+    await pod.clear("pump-seize")
+
+
 async def test_a_hot_gpu_caps_its_server_and_a_critical_one_shuts_it_down(pod: Pod) -> None:
     await pod.inject("sensor-stuck", "r1s02", "gpu3_temp_c", "88")
     await pod.until("gpu-hot@r1s02", "tripped", 15)

@@ -322,3 +322,40 @@ async def test_a_reset_needs_every_watched_point_clear_now(tmp_path: Path) -> No
             rig.engine.reset("leak-r1", "uid 0")
         with pytest.raises(ResetRefused, match="no interlock 'nope'"):
             rig.engine.reset("nope", "uid 0")
+
+
+async def test_a_trip_from_latched_is_a_new_incident_with_its_own_stages(
+    tmp_path: Path,
+) -> None:
+    rule = {
+        "id": "flow-lost",
+        "device": "cdu1",
+        "point": "flow_lpm",
+        "trip_when": "below",
+        "limit": 50.0,
+        "clear_margin": 5.0,
+        "while": "pump*_running",
+        "actions": [
+            {"do": "lead_pump", "pump": "other"},
+            {"do": "server_shutdown", "servers": "all", "after_s": 5, "hard_after_s": 60},
+        ],
+    }
+    async with _rig(tmp_path, rule) as rig:
+        rig.read("cdu1", pump1_running=True, pump2_running=False, flow_lpm=0.0)
+        await _ticks(rig.engine, 2.0)
+        rig.read("cdu1", pump1_running=False, pump2_running=True, flow_lpm=120.0)  # the lag pump
+        assert rig.state("flow-lost") == "latched"
+        await _ticks(rig.engine, 3600.0)
+        assert rig.written("r1s01", "chassis_power") == []  # the stage never came
+        # An hour later pump 2 loses flow too: the lead pump goes back to 1 at
+        # once, and the servers get their 5 s and their soft shutdown first.
+        rig.read("r1s01", chassis_power="on")
+        rig.read("cdu1", pump1_running=False, pump2_running=True, flow_lpm=0.0)
+        assert rig.state("flow-lost") == "tripped"
+        await _ticks(rig.engine, 1.0)
+        assert rig.written("cdu1", "lead_pump") == ["pump2", "pump1"]
+        assert rig.written("r1s01", "chassis_power") == []
+        await _ticks(rig.engine, 5.0)
+        assert rig.written("r1s01", "chassis_power") == ["SOFT_SHUTDOWN"]
+        await _ticks(rig.engine, 60.0)
+        assert rig.written("r1s01", "chassis_power") == ["SOFT_SHUTDOWN", "OFF"]
