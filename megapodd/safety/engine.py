@@ -27,6 +27,7 @@ from pathlib import Path
 import structlog
 
 from drivers.base import PointValue, Quality
+from drivers.errors import ValueRejected
 from megapodd.control.arbiter import Claim, OutputArbiter, Owner
 from megapodd.events import EventBus, Severity
 from megapodd.outputs.spec import OutputValue
@@ -122,13 +123,19 @@ class InterlockEngine:
             # Keep the bad file for whoever investigates; it is replaced below.
             with contextlib.suppress(OSError):
                 self._state_path.rename(self._state_path.with_name(self._state_path.name + ".bad"))
-            message = f"interlock state unreadable ({exc}); every interlock tripped"
+            message = (
+                f"interlock state unreadable ({exc}); every interlock latched: each acts at "
+                "once if its condition is there, and needs a reset after checking"
+            )
             log.exception("interlock_state_unreadable", path=str(self._state_path))
             self._events.emit("interlock_state_unreadable", Severity.CRITICAL, "megapodd", message)
-            # Safety state is not guessed: tripped (only a clear reading may latch it, then a
-            # reset), and every stage of every rule claimed.
+            # What was held is not known, and tripping every rule would cut power to
+            # the whole pod over a bad file. Latched: a condition still there trips
+            # again at its first reading, with its stages in order; one that is gone
+            # needs a technician's reset; what the devices show (a rack still
+            # isolated, outlets off) is never undone by the daemon.
             saved = {
-                name: {"state": "tripped", "reason": "state file unreadable", "steps": "all"}
+                name: {"state": "latched", "reason": "state file unreadable", "steps": []}
                 for name in self._instances
             }
         for name, entry in saved.items():
@@ -154,12 +161,34 @@ class InterlockEngine:
             instance.steps_done = self._restored_steps(instance, entry.get("steps"))
             for index in sorted(instance.steps_done):
                 step = instance.spec.steps[index]
-                value = _restored_value(entry.get("claims"), step)
+                value = self._restored_value(instance, entry.get("claims"), step)
                 if value is not None:
                     instance.claims[step.output] = value
             for output in list(instance.claims):
                 self._claim(output, "restored at start")
         self._save()
+
+    def _restored_value(
+        self, instance: _Instance, saved: object, step: Step
+    ) -> OutputValue | None:
+        """The value a restored step held: as saved if the output takes it,
+        else as configured (a bad entry must not stop the daemon, invariant 9)."""
+        value = _saved_value(saved, step)
+        if value is None or value == step.value:
+            return value
+        try:
+            return self._arbiter.output(step.output).spec.check(value, step.output)
+        except ValueRejected as exc:
+            fallback = None if step.value == OTHER_PUMP else step.value
+            self._events.emit(
+                "interlock_state_unreadable",
+                Severity.CRITICAL,
+                "megapodd",
+                f"interlock {instance.spec.name}: saved {step.output} = {value!r} is not "
+                f"valid ({exc}); holding {fallback if fallback is not None else 'nothing'}",
+                {"rule": instance.spec.name, "output": step.output},
+            )
+            return fallback
 
     @staticmethod
     def _restored_steps(instance: _Instance, saved: object) -> set[int]:
@@ -692,7 +721,7 @@ def _number(value: object) -> float | None:
         return None
 
 
-def _restored_value(saved: object, step: Step) -> OutputValue | None:
+def _saved_value(saved: object, step: Step) -> OutputValue | None:
     """The value a restored step held: as saved, else as configured."""
     if isinstance(saved, dict):
         value = saved.get(step.output)

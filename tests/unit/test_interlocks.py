@@ -194,17 +194,42 @@ async def test_latched_state_is_restored_and_claimed_before_any_write(tmp_path: 
         assert rig2.engine.snapshot()["cdu-leak"]["state"] == "latched"  # type: ignore[index]
 
 
-async def test_an_unreadable_state_file_trips_every_rule(tmp_path: Path) -> None:
+async def test_an_unreadable_state_file_latches_every_rule_and_cuts_nothing(
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "interlocks.json"
     path.write_text("{not json")
     async with _setup(path) as rig:
         rig.engine.restore()
-        # Tripped, not latched: only a clear reading can latch it, then a reset.
+        # Latched, holding nothing: a bad file is no reason to power the pod off...
         states = {r["state"] for r in rig.engine.snapshot().values()}  # type: ignore[index]
-        assert states == {"tripped"}
-        assert rig.arbiter.outputs[FANS].winner() is not None
+        assert states == {"latched"}
+        assert rig.arbiter.outputs[PUMP].winner() is None
         assert any(e.type == "interlock_state_unreadable" for e in rig.events.recent)
         assert (tmp_path / "interlocks.json.bad").read_text() == "{not json"  # kept to look at
+        # ...but a condition that is still there acts at its first reading,
+        now = asyncio.get_running_loop().time()
+        rig.store.update("cdu1", {"leak": Point(True)}, now, now)
+        assert rig.engine.snapshot()["cdu-leak"]["state"] == "tripped"  # type: ignore[index]
+        await _settle()
+        assert rig.written("cdu1", "pump_speed_pct") == [100.0]
+        # and one that is gone still needs a technician's reset.
+        rig.store.update("r1s01", {"gpu1_temp_c": Point(60.0, "C")}, now, now)
+        rig.store.update("r1s01", {"gpu1_temp_c": Point(60.0, "C")}, now + 1, now + 1)
+        assert rig.engine.snapshot()["gpu-hot"]["state"] == "latched"  # type: ignore[index]
+        assert rig.engine.reset("gpu-hot", "uid 0") == ["gpu-hot"]
+
+
+async def test_a_saved_claim_the_output_refuses_is_held_as_configured(tmp_path: Path) -> None:
+    path = tmp_path / "interlocks.json"
+    entry = {"state": "latched", "reason": "x", "steps": [0], "claims": {PUMP: 5.0}}
+    path.write_text(json.dumps({"version": 1, "rules": {"cdu-leak": entry}}))
+    async with _setup(path) as rig:
+        rig.engine.restore()  # 5 % is below the pumps' floor: not a crash
+        winner = rig.arbiter.outputs[PUMP].winner()
+        assert winner is not None and winner.value == 100.0  # the configured value
+        [bad] = [e for e in rig.events.recent if e.type == "interlock_state_unreadable"]
+        assert "5.0" in bad.message and bad.severity == "critical"
 
 
 async def test_two_rules_on_one_output_hold_the_safer_value(tmp_path: Path) -> None:
