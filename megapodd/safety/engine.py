@@ -73,6 +73,7 @@ class _Instance:
     claims: dict[str, OutputValue] = field(default_factory=dict)
     steps_done: set[int] = field(default_factory=set)
     offline: int = 0  # devices offline now ("offline" rules)
+    stale: int = 0  # watched points with no good reading for stale_after_s, now
 
     @property
     def holding(self) -> bool:
@@ -315,7 +316,10 @@ class InterlockEngine:
         holds, clear = self._holds(instance)
         now = self._clock()
         if instance.state is RuleState.TRIPPED:
-            if clear:
+            # A rule that trips on stale input is not clear while some input is
+            # still stale (a BMC that never answered): it would trip and release
+            # in turn, and the fans would swing with it.
+            if clear and not (instance.stale and instance.spec.rule.on_stale == "trip"):
                 self._cleared(instance)
             return
         if holds and self._guard(instance):
@@ -338,7 +342,10 @@ class InterlockEngine:
             if rule.trip_when == "offline":
                 self._check_offline(instance)
             else:
+                was_stale = instance.stale
                 self._check_stale(instance, now)
+                if was_stale and not instance.stale and instance.state is RuleState.TRIPPED:
+                    self._evaluate(instance)  # the last stale input is back: clear now?
                 waiting = instance.pending_since_s is not None
                 if waiting and instance.state is not RuleState.TRIPPED:
                     self._evaluate(instance)  # for_s may have passed since the last reading
@@ -389,6 +396,7 @@ class InterlockEngine:
                 continue
             if now - max(point.mono_s, started) >= spec.stale_after_s:
                 stale.append(f"{device}.{name}")
+        instance.stale = len(stale)
         if rule.trip_when == "stale":
             if stale and instance.state is not RuleState.TRIPPED:
                 self._trip(instance, f"no good reading of {stale[0]} for {spec.stale_after_s:g} s")

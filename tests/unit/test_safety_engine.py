@@ -359,3 +359,33 @@ async def test_a_trip_from_latched_is_a_new_incident_with_its_own_stages(
         assert rig.written("r1s01", "chassis_power") == ["SOFT_SHUTDOWN"]
         await _ticks(rig.engine, 60.0)
         assert rig.written("r1s01", "chassis_power") == ["SOFT_SHUTDOWN", "OFF"]
+
+
+async def test_a_rule_tripped_by_a_silent_device_stays_tripped_until_it_answers(
+    tmp_path: Path,
+) -> None:
+    rule = {
+        "id": "gpu-fans",
+        "devices": "bmc",
+        "point": "gpu1_temp_c",
+        "aggregate": "max",
+        "trip_when": "above",
+        "limit": 87.0,
+        "latch": False,
+        "on_stale": "trip",
+        "stale_after_s": 5.0,
+        "actions": [{"do": "fans_max", "servers": "all"}],
+    }
+    async with _rig(tmp_path, rule) as rig:
+        # r2s01 never answers; the other two read cool all along.
+        for _ in range(40):
+            rig.read("r1s01", gpu1_temp_c=60.0)
+            rig.read("r1s02", gpu1_temp_c=60.0)
+            await _ticks(rig.engine, 1.0)
+        assert rig.state("gpu-fans") == "tripped"
+        assert len(rig.events("interlock_tripped")) == 1  # no trip-release-trip
+        assert rig.events("interlock_released") == []
+        for _ in range(2):  # BMC readings: two agreeing reads
+            rig.read("r2s01", gpu1_temp_c=60.0)
+            await _ticks(rig.engine, 1.0)
+        assert rig.state("gpu-fans") == "normal"
