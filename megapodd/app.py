@@ -108,15 +108,22 @@ class Daemon:
         self.loops.add_listener(lambda: self.telemetry.topic_changed("loops"))
         duties = [
             # Four heartbeats per CDU watchdog period: one may wait behind a poll.
-            TickDuty(cdu_config.watchdog_timeout_s / 4, functools.partial(request_heartbeat, cdu))
+            TickDuty(
+                cdu_config.watchdog_timeout_s / 4,
+                functools.partial(request_heartbeat, cdu),
+                f"{cdu.device_id} heartbeat",
+                vital=True,
+            )
             for cdu_config, cdu in self.devices.cdus.values()
         ]
-        duties.append(TickDuty(0.0, self.loops.tick))
-        duties.append(TickDuty(0.0, self.arbiter.tick))
-        duties.append(TickDuty(_STALENESS_CHECK_S, self._check_output_feedback))
-        duties.append(TickDuty(_STALENESS_CHECK_S, self._refresh_staleness))
-        duties.append(TickDuty(_STALENESS_CHECK_S, self.interlocks.check_inputs))
-        self.tick = ControlTick(config.control.tick_s, self.notifier, duties)
+        duties += [
+            TickDuty(0.0, self.loops.tick, "control loops", vital=True),
+            TickDuty(0.0, self.arbiter.tick, "output expiry and retries", vital=True),
+            TickDuty(_STALENESS_CHECK_S, self._check_output_feedback, "output feedback"),
+            TickDuty(_STALENESS_CHECK_S, self._refresh_staleness, "point staleness", vital=True),
+            TickDuty(_STALENESS_CHECK_S, self.interlocks.check_inputs, "safety", vital=True),
+        ]
+        self.tick = ControlTick(config.control.tick_s, self.notifier, duties, self.events)
         self.commands = CommandService(
             self.store,
             self.events,
