@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
@@ -99,7 +100,10 @@ class StateWriter:
         self._files = files or DiskFiles()
         self._dirty = asyncio.Event()
         self._failing = False
-        self._writing = asyncio.Lock()  # one writer of the temp file at a time
+        self._writing = asyncio.Lock()  # one save at a time from the loop
+        # ...and one writer of the temp file at a time in the threads: a save
+        # cancelled at stop goes on in its thread while flush() writes again.
+        self._file_lock = threading.Lock()
         self.saves = 0
 
     def request(self) -> None:
@@ -126,8 +130,8 @@ class StateWriter:
             self._dirty.clear()
             data = encode_state(self._snapshot())
             try:
-                await asyncio.to_thread(self._files.write, self._path, data)
-            except OSError as exc:
+                await asyncio.to_thread(self._write, data)
+            except Exception as exc:  # noqa: BLE001 - any failure leaves the save to do
                 return self._failed(exc)
         if self._failing:
             self._events.emit(
@@ -140,7 +144,11 @@ class StateWriter:
         self.saves += 1
         return True
 
-    def _failed(self, exc: OSError) -> bool:
+    def _write(self, data: bytes) -> None:
+        with self._file_lock:
+            self._files.write(self._path, data)
+
+    def _failed(self, exc: Exception) -> bool:
         self._dirty.set()  # still to do
         if not self._failing:
             # The rules still act; only a restart would forget them. Say so loudly.
