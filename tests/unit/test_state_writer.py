@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 
 from megapodd.events import EventBus
-from megapodd.safety.persist import DiskFiles, StateWriter, State, load_state
+from megapodd.safety.persist import DiskFiles, State, StateWriter, load_state
 
 
 class SlowDisk(DiskFiles):
