@@ -43,8 +43,8 @@ async def test_a_cancelled_save_and_the_stop_flush_never_write_at_once(tmp_path:
     writer = StateWriter(path, lambda: state, EventBus(), disk)
     task = asyncio.create_task(writer.run())
     writer.request()
-    while disk.in_write == 0:  # the first save is in its thread, held in fsync
-        await asyncio.sleep(0.01)
+    # The first save is in its thread, held in fsync.
+    await wait_until(lambda: disk.in_write == 1, timeout_s=5)
     task.cancel()  # the daemon stops...
     await asyncio.gather(task, return_exceptions=True)
     state = {"leak-tray-r1": {"state": "latched"}}
