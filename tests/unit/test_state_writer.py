@@ -10,6 +10,7 @@ from pathlib import Path
 
 from megapodd.events import EventBus
 from megapodd.safety.persist import DiskFiles, State, StateWriter, load_state
+from tests.helpers import wait_until
 
 
 class SlowDisk(DiskFiles):
