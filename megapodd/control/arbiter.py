@@ -222,6 +222,8 @@ class OutputArbiter:
         output.claims[claim.owner] = claim
         if output.winner() is not claim:
             return output.winner()  # held by a higher owner
+        # Said now, as it happens: a trip during the write announces itself.
+        self._announce(output, before, claim, "claimed")
         # Loops re-claim every period: an unchanged value costs no write.
         force = claim.owner > Owner.LOOP or not output.spec.continuous
         output.force_write |= force
@@ -238,11 +240,11 @@ class OutputArbiter:
                     del output.claims[claim.owner]
                 else:
                     output.claims[claim.owner] = replaced
+                if output.winner() is not claim:
+                    self._announce(output, claim, output.winner(), "write failed")
             self._sync(output, force=True)  # a write in several steps may half happen
             raise
-        after = output.winner()
-        self._announce(output, before, after, "claimed")
-        return after
+        return output.winner()
 
     def claim_in_background(
         self,

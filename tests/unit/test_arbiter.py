@@ -224,6 +224,7 @@ async def test_an_interlock_during_an_override_write_lands_after_it(rig: Rig) ->
     assert winner is not None and winner.owner is Owner.INTERLOCK
     assert device.values == [40.0, 100.0]  # nothing of the override after the interlock
     assert arbiter.outputs["dev.pump"].written == 100.0
+    assert rig.owner_moves() == [("none", "override"), ("override", "interlock")]
 
 
 async def test_the_fleet_never_replaces_or_ends_a_technicians_claim(rig: Rig) -> None:
