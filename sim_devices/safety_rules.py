@@ -124,6 +124,16 @@ def default_rules(layout: PodLayout, ratings: Sequence[PduRating]) -> list[str]:
          'on_stale = "hold"'],
         ['{do = "lead_pump", pump = "other"}', *_pod_shutdown(5.0)],
     )
+    # The CDU ignores the daemon (panel in local mode) or ran out of heartbeats
+    # (failsafe speed active): both say the pod's control is not ours right now.
+    for rule_id, point in (("cdu-local-mode", "local_mode"),
+                           ("cdu-watchdog-expired", "watchdog_expired")):
+        lines += _rule(
+            rule_id,
+            [f"device = {cdu}", f"point = {_s(point)}", 'trip_when = "true"', "latch = false",
+             'severity = "alarm"', 'on_stale = "hold"'],
+            ['{do = "alarm"}'],
+        )
     # flow-lost's guard cannot see two failed pumps (neither runs): this can.
     lines += _rule(
         "pumps-failed",
