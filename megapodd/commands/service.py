@@ -16,6 +16,7 @@ from megapodd.commands.requests import (
     EventsRequest,
     OutletRequest,
     OverrideRequest,
+    PointsRequest,
     RackRequest,
     ReleaseRequest,
     ResetRequest,
@@ -23,6 +24,7 @@ from megapodd.commands.requests import (
     SetpointRequest,
     StatusRequest,
 )
+from megapodd.commands.views import device_list, event_list, point_list
 from megapodd.control.arbiter import Claim, OutputArbiter, Owner
 from megapodd.control.loops import LoopEngine, SetpointRefused
 from megapodd.devices import Devices
@@ -62,6 +64,8 @@ class CommandService:
         return {
             "status": Command(self._status, StatusRequest, reader, "pod and device status"),
             "events": Command(self._recent_events, EventsRequest, reader, "recent events"),
+            "devices": Command(self._devices_list, EmptyRequest, reader, "devices and cabling"),
+            "points": Command(self._points, PointsRequest, reader, "points, filtered"),
             "outlet": Command(
                 self._outlet, OutletRequest, admin, "switch a PDU outlet on/off/reboot", fleet=True
             ),
@@ -103,7 +107,13 @@ class CommandService:
         return {"pod": self._pod_info(), "devices": devices}
 
     async def _recent_events(self, request: EventsRequest, _caller: Caller) -> object:
-        return [e.as_json() for e in list(self._events.recent)[-request.count :]]
+        return event_list(self._events.recent, request, str(self._pod_info()["boot_id"]))
+
+    async def _devices_list(self, _request: EmptyRequest, _caller: Caller) -> object:
+        return device_list(self._store, self._devices)
+
+    async def _points(self, request: PointsRequest, _caller: Caller) -> object:
+        return point_list(self._store, request)
 
     async def _outputs(self, _request: EmptyRequest, _caller: Caller) -> object:
         return self._arbiter.snapshot()

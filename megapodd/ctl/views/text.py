@@ -1,0 +1,90 @@
+"""Formatting shared by every view: values with their units, times, and
+tables that wrap instead of cutting (rich's default is to cut with "…")."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from rich.table import Table
+
+# °C and % stick to their number, so a wrapped cell never splits them.
+_UNIT_SUFFIX = {
+    "C": "°C",
+    "°C": "°C",
+    "lpm": " L/min",
+    "kPa": " kPa",
+    "%": "%",
+    "W": " W",
+    "A": " A",
+    "V": " V",
+}
+STATE_STYLE = {"online": "green", "stale": "yellow", "offline": "bold red"}
+SEVERITY_STYLE = {"info": "", "warning": "yellow", "alarm": "bold red", "critical": "bold red"}
+
+
+def styled(text: str, style: str) -> str:
+    """Console markup for `text` in `style` (none when style is empty)."""
+    return f"[{style}]{text}[/{style}]" if style else text
+
+
+def unit_suffix(unit: str) -> str:
+    return _UNIT_SUFFIX.get(unit, f" {unit}" if unit else "")
+
+
+def number(value: object, unit: str = "") -> str:
+    """A reading for people: floats to four significant digits."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        # Tenths, but hundredths for small values that have them (a PID term).
+        text = f"{value:.1f}" if abs(value) >= 10 or value == round(value, 1) else f"{value:.2f}"
+    else:
+        text = str(value)
+    return text + unit_suffix(unit)
+
+
+def point_value(point: Mapping[str, Any], with_quality: bool = True) -> str:
+    """A stored point: value and unit, and its quality unless good."""
+    text = number(point.get("value"), str(point.get("unit", "")))
+    quality = point.get("quality")
+    if with_quality and quality != "good":
+        text += f" ({quality})"
+    return text
+
+
+def clock(ts: float | None) -> str:
+    """A wall-clock time in local time: HH:MM:SS today, with the date otherwise."""
+    if not ts:
+        return "—"
+    stamp = time.localtime(ts)
+    if time.strftime("%Y-%m-%d", stamp) == time.strftime("%Y-%m-%d"):
+        return time.strftime("%H:%M:%S", stamp)
+    return time.strftime("%Y-%m-%d %H:%M:%S", stamp)
+
+
+def age(ts: float | None, now_s: float | None = None) -> str:
+    if not ts:
+        return "—"
+    seconds = max(0.0, (now_s if now_s is not None else time.time()) - ts)
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def table(title: str | None, *columns: str, first_min_width: int = 0) -> Table:
+    """A table whose cells wrap (fold inside long words) and are never cut.
+    `first_min_width` keeps ids in the first column whole where it can."""
+    grid = Table(title=title, title_justify="left")
+    for column in columns:
+        grid.add_column(column, overflow="fold")
+    grid.columns[0].min_width = min(first_min_width, MAX_ID_WIDTH) or None
+    return grid
+
+
+MAX_ID_WIDTH = 28  # an id wider than this folds: the other columns need room at 80
