@@ -24,7 +24,7 @@ from megapodd.commands.requests import (
     SetpointRequest,
     StatusRequest,
 )
-from megapodd.commands.views import device_list, event_list, point_list
+from megapodd.commands.views import device_list, event_list, no_such, point_list
 from megapodd.control.arbiter import Claim, OutputArbiter, Owner
 from megapodd.control.loops import LoopEngine, SetpointRefused
 from megapodd.devices import Devices
@@ -103,7 +103,7 @@ class CommandService:
         if request.device is not None:
             devices = [d for d in devices if d["id"] == request.device]
             if not devices:
-                raise CommandRefused(f"no device {request.device!r}")
+                raise no_such("device", request.device, (d.id for d in self._store.devices()))
         return {"pod": self._pod_info(), "devices": devices}
 
     async def _recent_events(self, request: EventsRequest, _caller: Caller) -> object:
@@ -155,7 +155,7 @@ class CommandService:
 
     async def _server(self, request: ServerRequest, caller: Caller) -> object:
         if request.server not in self._devices.bmcs:
-            raise CommandRefused(f"no server {request.server!r}")
+            raise no_such("server", request.server, self._devices.bmcs)
         name = f"{request.server}.chassis_power"
 
         async def control() -> dict[str, Any]:

@@ -16,6 +16,16 @@ from megapodd.events import Event, Severity
 from megapodd.store import PointStore
 
 _SEVERITY_RANK = {s: n for n, s in enumerate(Severity)}
+SHOWN_IDS = 12  # a refusal lists the ids there are, this many at most
+
+
+def no_such(what: str, wanted: str, ids: Iterable[str]) -> CommandRefused:
+    """A refusal naming the id that is not there and the ones that are."""
+    known = list(ids)
+    listed = ", ".join(known[:SHOWN_IDS]) or "none"
+    if len(known) > SHOWN_IDS:
+        listed += f", … ({len(known)} in all)"
+    return CommandRefused(f"no {what} {wanted!r}; {what}s: {listed}")
 
 
 def device_list(store: PointStore, devices: Devices) -> list[dict[str, Any]]:
@@ -51,8 +61,7 @@ def point_list(store: PointStore, request: PointsRequest) -> list[dict[str, Any]
     if request.device is not None:
         records = [r for r in records if r.id == request.device]
         if not records:
-            known = ", ".join(r.id for r in store.devices()) or "none"
-            raise CommandRefused(f"no device {request.device!r}; devices: {known}")
+            raise no_such("device", request.device, (r.id for r in store.devices()))
     pattern = request.match
     rows = []
     for record in records:

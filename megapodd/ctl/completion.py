@@ -85,7 +85,7 @@ def bash_script(parser: CommandParser) -> str:
     commands = parser.commands
     valued = sorted(set(parser.valued_flags).union(*(p.valued_flags for p in commands.values())))
     options_cases = "\n".join(
-        f"        {name}) opts={_words([*p.flags, '--help'])} ;;" for name, p in commands.items()
+        f"        {name}) opts={_words(p.flags)} ;;" for name, p in commands.items()
     )
     word_cases = []
     for name, p in commands.items():
@@ -101,7 +101,7 @@ def bash_script(parser: CommandParser) -> str:
             word_cases.append(f'        "{name} {position}") {action} ;;')
     return _TEMPLATE.format(
         commands=_words(list(commands)),
-        global_opts=_words([*parser.flags, "--help"]),
+        global_opts=_words(parser.flags),
         valued="|".join(valued),
         options_cases=options_cases,
         word_cases="\n".join(word_cases),

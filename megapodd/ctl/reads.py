@@ -78,7 +78,8 @@ async def points(args: argparse.Namespace, console: Console) -> int:
 
 
 def _events_request(args: argparse.Namespace) -> dict[str, object]:
-    request: dict[str, object] = {"count": args.count or (RECENT_MAX if args.since else 20)}
+    count = args.count if args.count is not None else RECENT_MAX if args.since else 20
+    request: dict[str, object] = {"count": count}
     if args.since is not None:
         request["since_ts"] = args.since
     if args.severity:
