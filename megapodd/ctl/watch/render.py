@@ -78,14 +78,14 @@ def _cdu(cdu: CduView) -> str:
     leaks = (
         styled("LEAK in zone " + ", ".join(map(str, cdu.leak_zones)), "bold red")
         if cdu.leak_zones
-        else "no leak"
+        else "no leak in any zone"
     )
     state = "" if cdu.state == "online" else " " + styled(cdu.state, "bold red")
     return (
         f"[bold]{cdu.id}[/bold]{state} supply {number(cdu.supply_c, 'C')} · return "
         f"{number(cdu.return_c, 'C')} · flow {number(cdu.flow_lpm, 'lpm')} · Δp "
         f"{number(cdu.diff_pressure_kpa, 'kPa')}\n{pumps} · valve {number(cdu.valve_pct, '%')}"
-        f" · reservoir {number(cdu.reservoir_pct, '%')} · {leaks}"
+        f" · reservoir {number(cdu.reservoir_pct, '%')}\n{leaks}"
     )
 
 
