@@ -10,6 +10,7 @@ import json
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -94,7 +95,7 @@ async def _tables_and_json(pod: Pod) -> None:
     assert "gpu-hot@r1s01" not in interlocks  # normal instances only with --all
     assert "gpu-hot@r1s01" in (await ctl(sock, "interlocks", "--all")).table()
     rules = (await ctl(sock, "interlocks", "--json")).json()
-    assert set(rules) == set(pod.daemon.interlocks.snapshot())  # type: ignore[arg-type]
+    assert set(rules) == set(pod.daemon.interlocks.snapshot())
 
     loops = (await ctl(sock, "loops")).table()
     assert "supply-temp" in loops and "fan-zone ×8" in loops
@@ -151,7 +152,7 @@ async def _follow(pod: Pod) -> None:
             # A refused action is an audited event: it must come through.
             refused = await ctl(pod.sock, "outlet", "pdu-zz", "1", "on")
             assert refused.code == 1
-            seen: list[dict[str, object]] = []
+            seen: list[dict[str, Any]] = []
             while not any(e["type"] == "command_rejected" for e in seen):
                 seen.append(json.loads(await proc.stdout.readline()))
             assert [e["seq"] for e in seen] == list(range(first["seq"] + 1, seen[-1]["seq"] + 1))
