@@ -16,6 +16,7 @@ MEGAPODCTL = str(Path(sys.executable).parent / "megapodctl")
 # A cell rich cut short ends in "…" right after text; megapodd's own "…"
 # (`outlet_1 … outlet_24`) always has a space before it.
 _CUT = re.compile(r"[^\s│┃]…")
+_BORDERS = frozenset("│┃┏┓┗┛┡┩└┘")
 
 
 def cli_env() -> dict[str, str]:
@@ -37,8 +38,12 @@ class Ran:
         """The output, checked to be for people at 80 columns: exit 0, nothing
         on stderr, no line wider than 80, no value cut short."""
         assert (self.code, self.err) == (0, ""), self
-        wide = [line for line in self.out.splitlines() if len(line) > 80]
+        lines = self.out.splitlines()
+        wide = [line for line in lines if len(line) > 80]
         assert not wide, wide
+        # A table the terminal had to crop has lost its right border.
+        cropped = [ln for ln in lines if ln[:1] in _BORDERS and ln.rstrip()[-1:] not in _BORDERS]
+        assert not cropped, self.out
         assert not _CUT.search(self.out), self.out
         return self.out
 

@@ -21,20 +21,14 @@ def outputs_table(outputs: Mapping[str, Mapping[str, Any]], everything: bool) ->
     """Outputs someone claims (or all of them), with the claims in rank order.
     Unclaimed outputs are left as the device has them: one line says how many."""
     shown = {n: o for n, o in outputs.items() if everything or o["claims"]}
-    width = max((len(n) for n in shown), default=0)
-    grid = table(
-        "outputs", "output", "owner", "value", "on device", "claims", first_min_width=width
-    )
+    grid = table("outputs", "output", "owner", "value", "claims")
     for name, output in shown.items():
         unit = str(output.get("unit", ""))
         claims = "\n".join(_claim(c, unit) for c in output["claims"]) or "—"
-        grid.add_row(
-            name,
-            str(output["owner"] or "none"),
-            number(output["value"], unit),
-            number(output["written"], unit),
-            claims,
-        )
+        value = number(output["value"], unit)
+        if output["written"] != output["value"]:  # not (yet) what the device has
+            value += f"\n(device: {number(output['written'], unit)})"
+        grid.add_row(name, str(output["owner"] or "none"), value, claims)
     hidden = len(outputs) - len(shown)
     if hidden:
         grid.caption = f"{hidden} more outputs without claims (the device keeps its own): --all"

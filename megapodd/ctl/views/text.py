@@ -77,14 +77,11 @@ def age(ts: float | None, now_s: float | None = None) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def table(title: str | None, *columns: str, first_min_width: int = 0) -> Table:
+def table(title: str | None, *columns: str) -> Table:
     """A table whose cells wrap (fold inside long words) and are never cut.
-    `first_min_width` keeps ids in the first column whole where it can."""
+    (No min_width: rich honours it past the console's width, and the
+    terminal then cuts the table's right side off.)"""
     grid = Table(title=title, title_justify="left")
     for column in columns:
         grid.add_column(column, overflow="fold")
-    grid.columns[0].min_width = min(first_min_width, MAX_ID_WIDTH) or None
     return grid
-
-
-MAX_ID_WIDTH = 28  # an id wider than this folds: the other columns need room at 80

@@ -43,7 +43,7 @@ class RackView:
     inlet_air_c: float | None  # the warmest server inlet of the rack
     outlet_air_c: float | None  # the warmest server outlet
     power_w: float | None  # the rack's PDUs
-    servers_on: int
+    servers_on: int  # chassis on and the outlet feeding it on
     servers: int
     faults: tuple[str, ...]  # outlets feeding a server that are off, phase load states
 
@@ -196,13 +196,17 @@ def rack_views(by_id: Mapping[str, Json], layout: Sequence[Json]) -> tuple[RackV
             if value is not None and (hottest[0] is None or value > hottest[0]):
                 hottest = (value, where)
         off: dict[str, list[str]] = {}  # PDU -> its outlets feeding a server, off
-        for cabling, _ in servers:
+        powered = 0
+        for cabling, server in servers:
             pdu = by_id.get(str(cabling.get("pdu")))
             outlet = cabling.get("outlet")
-            if pdu is None or outlet is None:
-                continue
-            if _good(pdu["points"], f"outlet_{int(outlet):02d}_state") == "off":
-                off.setdefault(pdu["id"], []).append(str(outlet))
+            fed = True
+            if pdu is not None and outlet is not None:
+                fed = _good(pdu["points"], f"outlet_{int(outlet):02d}_state") != "off"
+                if not fed:
+                    off.setdefault(pdu["id"], []).append(str(outlet))
+            # A BMC on standby power says "on" for a chassis with no power at its outlet.
+            powered += fed and _good(server["points"], "chassis_power") == "on"
         faults = [
             f"{pdu} outlet{'s' if len(n) > 1 else ''} {', '.join(n)} off" for pdu, n in off.items()
         ]
@@ -220,9 +224,7 @@ def rack_views(by_id: Mapping[str, Json], layout: Sequence[Json]) -> tuple[RackV
                 inlet_air_c=_max([_number(s["points"], "inlet_temp_c") for _, s in servers]),
                 outlet_air_c=_max([_number(s["points"], "outlet_temp_c") for _, s in servers]),
                 power_w=_sum([_number(p["points"], "power_w") for p in pdus]),
-                servers_on=sum(
-                    1 for _, s in servers if _good(s["points"], "chassis_power") == "on"
-                ),
+                servers_on=powered,
                 servers=len(servers),
                 faults=tuple(faults),
             )
