@@ -362,7 +362,8 @@ INTERLOCKS = """One row per rule: what it watches and what it does, stage by sta
 per server or per phase is one row (`gpu-hot ×8`) with the instances that are
 not normal on rows of their own (`--all`: every instance). `tripped` (red):
 the condition holds; `latched` (yellow): it cleared, the outputs are still
-held until `megapodctl reset`.
+held until `megapodctl reset`. `--json` is the object the MQTT `interlocks`
+topic carries.
 """
 EVENTS = """The newest events from megapodd's memory (the last 500): `-n N` (20),
 `--since 10m` / `2h` / `14:05` (local time; today, or yesterday if that is
@@ -395,14 +396,18 @@ them, sent once.
 OVERRIDE = """An output as `outputs` names it: `DEVICE.OUTPUT`. A number, or a state for
 a discrete output (`cdu1.lead_pump pump2`, `cdu1.rack_1_isolation closed`).
 `--for` 90s, 15m, 2h (15 min if not given, at most 8 h); it always expires.
-The older form `override DEVICE OUTPUT VALUE` is still taken.
+`release` ends your override early (or, if there is none, the fleet's). The
+older forms `override DEVICE OUTPUT VALUE` and `release DEVICE OUTPUT` are
+still taken.
 """
 SETPOINT = """Within the loop's `setpoint_min`/`setpoint_max` from the config; a loop run
 per device (`fan-zone`) changes on every device.
 """
 LEAK = """A leak in rack 1's drip tray, injected at the simulator: the live view shows
 the tripped interlock first, the leak zone and the rack's outlets it switched
-off; a reset is refused while the tray is wet.
+off; a reset is refused while the tray is wet. (A reset is refused too when
+the rule is not tripped, for an unknown id, and unless a good reading newer
+than the rule's `stale_after_s` shows the cause is gone.)
 """
 LEAK_CLEARED = """The tray dry, the rule is latched: a reset releases its outputs, but
 nothing comes back by itself: someone who has looked at the rack opens its
