@@ -316,6 +316,9 @@ megapodctl [--socket PATH] [--timeout DURATION] COMMAND …
 | 3 | megapodd did not answer: not running, hung past the timeout, closed the connection. For an action the line says whether it was sent (`whether it ran is unknown`: check `megapodctl events`) |
 
 Each failure is one line on stderr saying what is wrong and what to try.
+Scripts may also speak the socket themselves: one JSON line
+`{"cmd": …, "args": {…}}` per request (`megapodd/api/client.py`; each
+command's arguments in `megapodd/commands/requests.py`).
 
 | command | role | what |
 |---|---|---|

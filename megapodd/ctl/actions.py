@@ -12,6 +12,7 @@ from rich.console import Console
 from megapodd.ctl.daemon import ACTION_TIMEOUT_S, READ_TIMEOUT_S, ask
 from megapodd.ctl.errors import UsageError
 from megapodd.ctl.reads import print_json
+from megapodd.ctl.views.text import literal
 
 
 async def _act(
@@ -26,7 +27,7 @@ async def _act(
     if args.json:
         print_json(answer)
     else:
-        console.print(say(answer), highlight=False)
+        console.print(say(literal(answer)), highlight=False)
     return 0
 
 

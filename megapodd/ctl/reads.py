@@ -24,7 +24,7 @@ from megapodd.ctl.views.events import event_line, events_table
 from megapodd.ctl.views.interlocks import interlocks_table
 from megapodd.ctl.views.loops import loops_table
 from megapodd.ctl.views.outputs import outputs_table
-from megapodd.ctl.views.text import clock
+from megapodd.ctl.views.text import clock, esc, literal
 from megapodd.version import package_version
 
 # How often `events --follow` asks for new events; the daemon keeps its last
@@ -46,10 +46,10 @@ async def status(args: argparse.Namespace, console: Console) -> int:
         print_json(answer)
     elif args.device:
         device = answer["devices"][0]
-        console.print(device_points_table(device))
-        console.print(link_line(device))
+        console.print(device_points_table(literal(device)))
+        console.print(link_line(literal(device)))
     else:
-        console.print(status_table(answer))
+        console.print(status_table(literal(answer)))
     return 0
 
 
@@ -58,7 +58,7 @@ async def devices(args: argparse.Namespace, console: Console) -> int:
     if args.json:
         print_json(answer)
     else:
-        console.print(devices_table(answer))
+        console.print(devices_table(literal(answer)))
     return 0
 
 
@@ -71,9 +71,11 @@ async def points(args: argparse.Namespace, console: Console) -> int:
     title = f"points of {args.device}" if args.device else "points"
     if args.match:
         title += f" matching {args.match}"
-    console.print(points_table(answer, title))
+    console.print(points_table(literal(answer), esc(title)))
     if not answer:
-        console.print(f"no point matches {args.match!r} (try a pattern such as '*temp*')")
+        console.print(
+            f"no point matches {args.match!r} (try a pattern such as '*temp*')", markup=False
+        )
     return 0
 
 
@@ -94,7 +96,7 @@ async def events(args: argparse.Namespace, console: Console) -> int:
         if args.json:
             print_json(answer)
         elif answer:
-            console.print(events_table(answer))
+            console.print(events_table(literal(answer)))
         else:
             console.print(_no_events(args))
         return 0
@@ -127,7 +129,7 @@ async def _follow(
             if args.json:
                 print_json(event, lines=True)
             else:
-                console.print(event_line(event), highlight=False)
+                console.print(event_line(literal(event)), highlight=False)
         await asyncio.sleep(FOLLOW_POLL_S)
         follow = {**request, "count": RECENT_MAX, "after_seq": last_seq}
         if boot_id is not None:
@@ -140,7 +142,7 @@ async def interlocks(args: argparse.Namespace, console: Console) -> int:
     if args.json:
         print_json(answer)
     else:
-        console.print(interlocks_table(answer, args.all))
+        console.print(interlocks_table(literal(answer), args.all))
     return 0
 
 
@@ -149,7 +151,7 @@ async def loops(args: argparse.Namespace, console: Console) -> int:
     if args.json:
         print_json(answer)
     else:
-        console.print(loops_table(answer))
+        console.print(loops_table(literal(answer)))
     return 0
 
 
@@ -158,7 +160,7 @@ async def outputs(args: argparse.Namespace, console: Console) -> int:
     if args.json:
         print_json(answer)
     else:
-        console.print(outputs_table(answer, args.all))
+        console.print(outputs_table(literal(answer), args.all))
     return 0
 
 

@@ -27,11 +27,11 @@ def events_table(
     return grid
 
 
-def event_line(event: Mapping[str, Any]) -> str:
-    """One event on one line, as `events --follow` prints them (markup)."""
+def event_line(event: Mapping[str, Any], seq: bool = True) -> str:
+    """One event on one line (markup), as `events --follow` and the live view print them."""
     severity = str(event["severity"])
     return (
-        f"{event['seq']} {clock(event['ts'])} "
+        (f"{event['seq']} " if seq else "") + f"{clock(event['ts'])} "
         f"{styled(severity, SEVERITY_STYLE.get(severity, ''))} {event['source']}: "
         f"{event['message']}"
     )

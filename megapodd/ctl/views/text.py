@@ -7,6 +7,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 # °C and % stick to their number, so a wrapped cell never splits them.
@@ -24,8 +25,27 @@ STATE_STYLE = {"online": "green", "stale": "yellow", "offline": "bold red"}
 SEVERITY_STYLE = {"info": "", "warning": "yellow", "alarm": "bold red", "critical": "bold red"}
 
 
+def literal(answer: Any) -> Any:
+    """megapodd's answer with every string escaped for rich's markup. Its text
+    comes from devices and configs and may hold "[...]" (`[Errno 111]`), which
+    rich would read as a style, or fail on. Views take answers passed through
+    this, and add markup of their own."""
+    if isinstance(answer, str):
+        return escape(answer)
+    if isinstance(answer, Mapping):
+        return {escape(str(k)): literal(v) for k, v in answer.items()}
+    if isinstance(answer, list | tuple):
+        return [literal(v) for v in answer]
+    return answer
+
+
+def esc(value: object) -> str:
+    """One value as literal text inside markup."""
+    return escape(str(value))
+
+
 def styled(text: str, style: str) -> str:
-    """Console markup for `text` in `style` (none when style is empty)."""
+    """Console markup for `text` (already literal: see `literal`) in `style`."""
     return f"[{style}]{text}[/{style}]" if style else text
 
 

@@ -10,13 +10,12 @@ from rich.console import Console, ConsoleOptions, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from megapodd.ctl.views.events import events_table
+from megapodd.ctl.views.events import event_line
 from megapodd.ctl.views.loops import MODE_STYLE
-from megapodd.ctl.views.text import clock, number, styled, table
+from megapodd.ctl.views.text import clock, esc, literal, number, styled, table
 from megapodd.ctl.watch.model import ALARM, CRITICAL, Alarm, CduView, Frame, Json, RackView
 
 _ALARM_STYLE = {CRITICAL: "bold red", ALARM: "red", "warning": "yellow"}
-MIN_EVENTS = 3  # shown even when the frame is taller than the terminal
 PLAIN_EVENTS = 8  # in a plain (not a terminal) frame
 
 
@@ -31,12 +30,10 @@ def header(frame: Frame) -> Text:
     online = f"{frame.devices_online}/{frame.devices} devices online"
     if frame.devices_online < frame.devices:
         online = styled(online, "yellow")
-    line = (
-        f"[bold]pod {frame.pod_id}[/bold] · megapodd {frame.version} · {broker} · {online}"
-        f" · {clock(frame.at_ts)}"
-    )
+    pod = f"[bold]pod {esc(frame.pod_id)}[/bold] · megapodd {esc(frame.version)}"
+    line = f"{pod} · {broker} · {online} · {clock(frame.at_ts)}"
     if frame.problem:
-        line += "\n" + styled(f"megapodd is not answering: {frame.problem}", "bold red")
+        line += "\n" + styled(f"megapodd is not answering: {esc(frame.problem)}", "bold red")
     return Text.from_markup(line)
 
 
@@ -44,18 +41,18 @@ def alarms(frame: Frame) -> Text:
     found: Sequence[Alarm] = (*frame.interlocks, *frame.alarms)
     if not found:
         return Text.from_markup(styled("no alarms · no tripped or latched interlocks", "green"))
-    lines = [styled(f"● {a.text}", _ALARM_STYLE[a.severity]) for a in found]
+    lines = [styled(f"● {esc(a.text)}", _ALARM_STYLE[a.severity]) for a in found]
     return Text.from_markup("\n".join(lines))
 
 
 def _rack_row(rack: RackView) -> list[str]:
     gpu = number(rack.hottest_gpu_c, "C")
     if rack.hottest_gpu_at:
-        gpu += f"\n{rack.hottest_gpu_at}"
+        gpu += f"\n{esc(rack.hottest_gpu_at)}"
     servers = f"{rack.servers_on}/{rack.servers} on"
     if rack.servers_on < rack.servers:
         servers = styled(servers, "yellow")
-    faults = styled("\n".join(rack.faults), "red") if rack.faults else "none"
+    faults = styled(esc("\n".join(rack.faults)), "red") if rack.faults else "none"
     air = f"{number(rack.inlet_air_c)} → {number(rack.outlet_air_c, 'C')}"
     return [str(rack.rack), gpu, air, _kw(rack.power_w), servers, faults]
 
@@ -80,9 +77,9 @@ def _cdu(cdu: CduView) -> str:
         if cdu.leak_zones
         else "no leak in any zone"
     )
-    state = "" if cdu.state == "online" else " " + styled(cdu.state, "bold red")
+    state = "" if cdu.state == "online" else " " + styled(esc(cdu.state), "bold red")
     return (
-        f"[bold]{cdu.id}[/bold]{state} supply {number(cdu.supply_c, 'C')} · return "
+        f"[bold]{esc(cdu.id)}[/bold]{state} supply {number(cdu.supply_c, 'C')} · return "
         f"{number(cdu.return_c, 'C')} · flow {number(cdu.flow_lpm, 'lpm')} · Δp "
         f"{number(cdu.diff_pressure_kpa, 'kPa')}\n{pumps} · valve {number(cdu.valve_pct, '%')}"
         f" · reservoir {number(cdu.reservoir_pct, '%')}\n{leaks}"
@@ -97,10 +94,13 @@ def loops(frame: Frame) -> Text:
     parts = []
     for loop in frame.loops:
         modes = ", ".join(
-            styled(f"{n}/{loop.count} {mode}" if loop.count > 1 else mode, MODE_STYLE.get(mode, ""))
+            styled(
+                esc(f"{n}/{loop.count} {mode}" if loop.count > 1 else mode),
+                MODE_STYLE.get(mode, ""),
+            )
             for mode, n in loop.modes
         )
-        parts.append(f"{loop.name} {modes}")
+        parts.append(f"{esc(loop.name)} {modes}")
     return Text.from_markup("[bold]loops[/bold] " + (" · ".join(parts) or "none"))
 
 
@@ -113,8 +113,9 @@ def power(frame: Frame) -> Text:
     return Text.from_markup(line)
 
 
-def _events(events: Sequence[Json]) -> Table:
-    return events_table(events, "newest events", seq=False)
+def _events(events: Sequence[Json]) -> Text:
+    lines = [event_line(e, seq=False) for e in literal(list(events))]
+    return Text.from_markup("[bold]newest events[/bold]\n" + ("\n".join(lines) or "none"))
 
 
 def _top(frame: Frame) -> list[RenderableType]:
@@ -132,12 +133,11 @@ def render(frame: Frame, console: Console, height: int | None = None) -> Rendera
     if height is None:
         return Group(*top, _events(events[-PLAIN_EVENTS:]))
     options = console.options.update(height=None)
-    used = _height(console, options, top)
-    # Each event takes a line or more (long messages wrap): drop the oldest
-    # until the table fits, but keep a few even on a small terminal.
-    shown = events[-max(MIN_EVENTS, height - used - 4) :]
-    while len(shown) > MIN_EVENTS:
-        if used + _height(console, options, [_events(shown)]) <= height:
-            break
+    room = height - _height(console, options, top)  # the heading takes one line
+    if room < 2:
+        return Group(*top)
+    # A long message wraps over two lines or more: drop the oldest until they fit.
+    shown = events[-(room - 1) :]
+    while shown and _height(console, options, [_events(shown)]) > room:
         shown = shown[1:]
     return Group(*top, _events(shown))
