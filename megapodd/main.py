@@ -10,9 +10,8 @@ from pathlib import Path
 
 from megapodd.app import Daemon
 from megapodd.config import Config, ConfigError, load_config
+from megapodd.config_check import check_config, print_check
 from megapodd.logs import configure_logging
-from megapodd.safety.explain import explain
-from megapodd.safety.rules import compile_rules
 from megapodd.version import package_version
 
 EXIT_CONFIG = 2
@@ -67,14 +66,9 @@ async def _run(config: Config, config_path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.check_config is not None:
-        checked = _load(args.check_config)
-        if checked is None:
-            return EXIT_CONFIG
-        print(f"{args.check_config}: OK")
-        if args.explain:
-            print()
-            print(explain(compile_rules(checked)), end="")
-        return 0
+        check = check_config(args.check_config, args.explain)
+        print_check(check)
+        return 0 if check.valid else EXIT_CONFIG
     if args.explain:
         print("megapodd: --explain goes with --check-config FILE", file=sys.stderr)
         return EXIT_USAGE

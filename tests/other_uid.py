@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # Lists, as JSON, the file or package directory of every non-standard module
-# `megapodd.cli` pulls in.
+# `megapodd.ctl.main` pulls in.
 _CLOSURE = """
 import json, sys, sysconfig
-import megapodd.cli
+import megapodd.ctl.main
 stdlib = sysconfig.get_paths()["stdlib"]
 found = {}
 for name, module in list(sys.modules.items()):
@@ -41,7 +41,7 @@ print(json.dumps(found))
 
 _BOOT = (
     "import sys; sys.path.insert(0, sys.argv.pop(1)); "
-    "from megapodd.cli import main; sys.exit(main())"
+    "from megapodd.ctl.main import main; sys.exit(main())"
 )
 
 

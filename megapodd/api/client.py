@@ -25,6 +25,18 @@ class DaemonUnreachable(ApiClientError):
     """No answer from the daemon: no socket, refused, closed, timed out, garbled."""
 
 
+class DaemonNotRunning(DaemonUnreachable):
+    """Nothing listens at the socket path (no file, or a stale socket)."""
+
+
+class DaemonTimeout(DaemonUnreachable):
+    """The daemon took the connection but did not answer in time."""
+
+
+class SocketNotPermitted(ApiClientError):
+    """The caller may not open the socket (not in the daemon's reader group)."""
+
+
 class _Broken(Exception):
     """The connection failed mid-exchange; `sent` says whether the request was out."""
 
@@ -99,13 +111,13 @@ async def call(
         async with asyncio.timeout(timeout_s):
             line, sent = await _exchange(socket_path, request)
     except (FileNotFoundError, ConnectionRefusedError) as exc:
-        raise DaemonUnreachable(
+        raise DaemonNotRunning(
             f"megapodd is not running at {socket_path} ({exc.strerror})"
         ) from None
     except PermissionError:
-        raise ApiClientError(f"no permission to open {socket_path}") from None
+        raise SocketNotPermitted(f"no permission to open {socket_path}") from None
     except TimeoutError:
-        raise DaemonUnreachable(
+        raise DaemonTimeout(
             f"megapodd at {socket_path} did not answer in {timeout_s:g} s"
         ) from None
     except _Broken as exc:

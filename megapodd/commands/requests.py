@@ -36,7 +36,20 @@ class StatusRequest(Request):
 
 
 class EventsRequest(Request):
-    count: int = Field(default=20, ge=1, le=500)
+    count: int = Field(default=20, ge=1, le=500)  # the newest that match
+    since_ts: Number | None = None  # wall clock (epoch s): none older
+    min_severity: Literal["info", "warning", "alarm", "critical"] | None = None
+    # Following: only events after this one. seq restarts with the daemon, so
+    # after_seq counts only while boot_id is the daemon's own.
+    after_seq: int | None = Field(default=None, ge=0)
+    boot_id: StrictStr | None = Field(default=None, max_length=64)
+
+
+class PointsRequest(Request):
+    device: DeviceId | None = None
+    # fnmatch pattern on the point's name ("gpu*_temp_c"), or on
+    # "device.point" when it has a dot ("r1s*.inlet_temp_c").
+    match: StrictStr | None = Field(default=None, min_length=1, max_length=128)
 
 
 class EmptyRequest(Request):

@@ -16,6 +16,7 @@ from megapodd.commands.requests import (
     EventsRequest,
     OutletRequest,
     OverrideRequest,
+    PointsRequest,
     RackRequest,
     ReleaseRequest,
     ResetRequest,
@@ -23,6 +24,7 @@ from megapodd.commands.requests import (
     SetpointRequest,
     StatusRequest,
 )
+from megapodd.commands.views import device_list, event_list, no_such, point_list
 from megapodd.control.arbiter import Claim, OutputArbiter, Owner
 from megapodd.control.loops import LoopEngine, SetpointRefused
 from megapodd.devices import Devices
@@ -62,6 +64,8 @@ class CommandService:
         return {
             "status": Command(self._status, StatusRequest, reader, "pod and device status"),
             "events": Command(self._recent_events, EventsRequest, reader, "recent events"),
+            "devices": Command(self._devices_list, EmptyRequest, reader, "devices and cabling"),
+            "points": Command(self._points, PointsRequest, reader, "points, filtered"),
             "outlet": Command(
                 self._outlet, OutletRequest, admin, "switch a PDU outlet on/off/reboot", fleet=True
             ),
@@ -99,11 +103,17 @@ class CommandService:
         if request.device is not None:
             devices = [d for d in devices if d["id"] == request.device]
             if not devices:
-                raise CommandRefused(f"no device {request.device!r}")
+                raise no_such("device", request.device, (d.id for d in self._store.devices()))
         return {"pod": self._pod_info(), "devices": devices}
 
     async def _recent_events(self, request: EventsRequest, _caller: Caller) -> object:
-        return [e.as_json() for e in list(self._events.recent)[-request.count :]]
+        return event_list(self._events.recent, request, str(self._pod_info()["boot_id"]))
+
+    async def _devices_list(self, _request: EmptyRequest, _caller: Caller) -> object:
+        return device_list(self._store, self._devices)
+
+    async def _points(self, request: PointsRequest, _caller: Caller) -> object:
+        return point_list(self._store, request)
 
     async def _outputs(self, _request: EmptyRequest, _caller: Caller) -> object:
         return self._arbiter.snapshot()
@@ -145,7 +155,7 @@ class CommandService:
 
     async def _server(self, request: ServerRequest, caller: Caller) -> object:
         if request.server not in self._devices.bmcs:
-            raise CommandRefused(f"no server {request.server!r}")
+            raise no_such("server", request.server, self._devices.bmcs)
         name = f"{request.server}.chassis_power"
 
         async def control() -> dict[str, Any]:

@@ -6,9 +6,10 @@ shortened so a test takes seconds."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,8 +114,11 @@ async def _control(path: Path, request: dict[str, Any]) -> dict[str, Any]:
         await writer.wait_closed()
 
 
-@pytest.fixture
-async def pod(tmp_path: Path, mosquitto: MosquittoBroker) -> AsyncIterator[Pod]:
+@contextlib.asynccontextmanager
+async def open_pod(
+    tmp_path: Path, mosquitto: MosquittoBroker, edit: Callable[[str], str] | None = None
+) -> AsyncIterator[Pod]:
+    """The pod, every device online; `edit` may change the config text first."""
     state = tmp_path / "pod"
     config = tmp_path / "pod.toml"
     extra = ["--profile", "small", "--write-config", str(config), "--mqtt-url", mosquitto.url,
@@ -123,7 +127,7 @@ async def pod(tmp_path: Path, mosquitto: MosquittoBroker) -> AsyncIterator[Pod]:
         text = config.read_text()
         for pattern, faster in _FASTER.items():
             text = re.sub(pattern, faster, text)
-        config.write_text(text)
+        config.write_text(edit(text) if edit else text)
         async with running_daemon(config) as daemon:
             await wait_until(
                 lambda: all(r.state is DeviceState.ONLINE for r in daemon.store.devices()),
@@ -132,3 +136,7 @@ async def pod(tmp_path: Path, mosquitto: MosquittoBroker) -> AsyncIterator[Pod]:
             yield Pod(sim, daemon, tmp_path)
 
 
+@pytest.fixture
+async def pod(tmp_path: Path, mosquitto: MosquittoBroker) -> AsyncIterator[Pod]:
+    async with open_pod(tmp_path, mosquitto) as opened:
+        yield opened

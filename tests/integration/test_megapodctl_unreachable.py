@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from megapodd import cli
 from megapodd.api import client
+from megapodd.ctl import main as cli
 from tests.daemon_helpers import megapodctl
 
 pytestmark = pytest.mark.integration

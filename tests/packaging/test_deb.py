@@ -27,6 +27,7 @@ USERS = ("megapodd",)
 GROUPS = ("megapod-admin", "megapod")
 CONFIG = Path("/etc/megapodd/megapodd.toml")
 UNIT = Path("/usr/lib/systemd/system/megapodd.service")
+COMPLETION = Path("/usr/share/bash-completion/completions/megapodctl")
 
 
 def _run(*argv: str | Path, timeout_s: float = 120.0) -> subprocess.CompletedProcess[str]:
@@ -130,6 +131,12 @@ def test_package_installs_checks_its_config_and_purges_clean(tmp_path: Path) -> 
     assert _run("/usr/bin/megapodd", "--version").stdout == f"megapodd {_project_version()}\n"
     ctl = _run("/usr/bin/megapodctl", "--socket", tmp_path / "none.sock", "version")
     assert ctl.returncode == 0 and ctl.stdout.startswith(f"megapodctl {_project_version()}\n")
+    completed = _run(
+        "bash", "--norc", "-c",
+        f"source {COMPLETION}; COMP_WORDS=(megapodctl st); COMP_CWORD=1; _megapodctl; "
+        'echo "${COMPREPLY[*]}"',
+    )  # fmt: skip
+    assert completed.stdout == "status\n", completed.stderr
     sim = _run("/usr/bin/megapod-sim", "--help")
     assert sim.returncode == 0 and "inject" in sim.stdout
 
@@ -156,6 +163,7 @@ def test_package_installs_checks_its_config_and_purges_clean(tmp_path: Path) -> 
         files
     )
     assert {"/usr/lib/sysusers.d/megapodd.conf", "/usr/lib/tmpfiles.d/megapodd.conf"} <= set(files)
+    assert str(COMPLETION) in files
     assert {"/usr/share/doc/megapodd/copyright", "/usr/share/doc/megapodd/README.md"} <= set(files)
     conffiles = _run("dpkg-query", "-W", "-f=${Conffiles}", "megapodd").stdout
     assert str(CONFIG) in conffiles

@@ -1,0 +1,1 @@
+"""megapodctl's tables: one module per view, shared formatting in `text`."""

@@ -1,0 +1,1 @@
+"""`megapodctl watch`: the live view (model -> render -> live)."""
