@@ -9,6 +9,7 @@ daemon (invariant 6). Control loops will run from this tick too.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -25,8 +26,15 @@ class TickDuty:
 
 
 class ControlTick:
-    def __init__(self, tick_s: float, notifier: Notifier, duties: Sequence[TickDuty]) -> None:
+    def __init__(
+        self,
+        tick_s: float,
+        notifier: Notifier,
+        duties: Sequence[TickDuty],
+        on_duration: Callable[[float], None] | None = None,
+    ) -> None:
         self._tick_s = tick_s
+        self._on_duration = on_duration  # told how long each tick's duties took (metrics)
         self._notifier = notifier
         self._duties = list(duties)
         if notifier.watchdog_interval_s is not None:
@@ -43,10 +51,13 @@ class ControlTick:
         while True:
             now_s = loop.time()
             self.ticks += 1
+            started_s = time.perf_counter()
             for duty in self._duties:
                 if now_s >= duty.next_s:
                     duty.next_s = now_s + duty.period_s
                     duty.action()
+            if self._on_duration is not None:
+                self._on_duration(time.perf_counter() - started_s)
             # Fixed-rate schedule; after a stall, resume from now rather than burst.
             next_tick_s = max(next_tick_s + self._tick_s, now_s)
             await asyncio.sleep(next_tick_s - loop.time())
