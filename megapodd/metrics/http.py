@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 
 import structlog
 from prometheus_client.core import Metric
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
 from megapodd.backoff import Backoff
@@ -29,6 +29,8 @@ MAX_HEAD_BYTES = 8 * 1024
 HEAD_TIMEOUT_S = 5.0
 WRITE_TIMEOUT_S = 10.0
 MAX_CONNECTIONS = 8
+# The classic text format, which every Prometheus and Telegraf reads.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class _Frozen(Collector):
@@ -121,7 +123,7 @@ class MetricsServer:
         families = list(self._collect())
         body = await asyncio.to_thread(generate_latest, _Frozen(families))
         self.scrapes += 1
-        headers = [("Content-Type", CONTENT_TYPE_LATEST)]
+        headers = [("Content-Type", CONTENT_TYPE)]
         accept = [
             v for k, _, v in (h.partition(":") for h in lines[1:]) if k.lower() == "accept-encoding"
         ]

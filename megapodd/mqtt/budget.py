@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 # A quiet device may spend this many seconds of its budget at once.
 BURST_S = 10.0
+# Out of debt within a byte: float rounding must not keep a device waiting on a sliver.
+_SLACK_BYTES = 1.0
 
 
 @dataclass(slots=True)
@@ -38,7 +40,7 @@ class DeviceBudget:
 
     def allows(self, device_id: str, now_s: float) -> bool:
         """Whether a message may go now (the device is not in debt)."""
-        return self.bytes_per_s <= 0 or self._bucket(device_id, now_s).tokens >= 0.0
+        return self.bytes_per_s <= 0 or self._bucket(device_id, now_s).tokens >= -_SLACK_BYTES
 
     def spend(self, device_id: str, size_bytes: int, now_s: float) -> None:
         """A message went (also one that had to: a snapshot, a state change)."""

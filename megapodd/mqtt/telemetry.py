@@ -119,7 +119,9 @@ class Telemetry:
                 continue
             wake_s = next_snapshot_s
             for device_id in self._deferred:
-                wake_s = min(wake_s, self._budget.ready_at_s(device_id, loop.time()))
+                # Not below a millisecond: a clock's resolution must not make this spin.
+                ready_s = self._budget.ready_at_s(device_id, loop.time())
+                wake_s = min(wake_s, max(ready_s, loop.time() + 1e-3))
             try:
                 async with asyncio.timeout(max(0.0, wake_s - loop.time())):
                     await self._wake.wait()
