@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import re
 import shutil
 import subprocess
 from collections.abc import AsyncIterator
@@ -360,3 +361,18 @@ async def test_a_port_in_use_is_logged_and_tried_again() -> None:
                 await task
     failed = [e for e in logs if e["event"] == "metrics_listen_failed"]
     assert failed[0]["listen"] == f"127.0.0.1:{port}" and "error" in failed[0]
+
+
+def test_docs_metrics_md_lists_every_family_and_no_other() -> None:
+    from pathlib import Path
+
+    from prometheus_client.process_collector import ProcessCollector
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "metrics.md").read_text()
+    rows = [line for line in docs.splitlines() if line.startswith("|")]
+    documented = {name for row in rows for name in re.findall(r"`((?:megapod|process)_\w+)`", row)}
+    collector = PodCollector(_sources(PointStore()), TickHistogram(), {})
+    families = [*collector.collect(), *ProcessCollector(registry=None).collect()]
+    emitted = {f.name + ("_total" if f.type == "counter" else "") for f in families}
+    emitted |= {f.name for f in all_point_families()}
+    assert documented == emitted
