@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import structlog
@@ -25,8 +25,8 @@ from prometheus_client.registry import Collector
 
 from drivers.base import LINK_STAT_KEYS, Quality
 from megapodd.metrics.names import PointMetric, numeric, point_metric
-from megapodd.mqtt.stats import PublishStats
-from megapodd.store import DeviceState, PointStore
+from megapodd.mqtt.stats import DeviceTraffic, PublishStats, Traffic
+from megapodd.store import DeviceRecord, DeviceState, PointStore
 
 log = structlog.get_logger("megapodd.metrics")
 
@@ -55,6 +55,11 @@ class TickHistogram:
         self.count = 0
         self.sum_s = 0.0
 
+    def copy(self) -> TickHistogram:
+        copy = TickHistogram(self.buckets_s)
+        copy.counts, copy.count, copy.sum_s = list(self.counts), self.count, self.sum_s
+        return copy
+
     def observe(self, duration_s: float) -> None:
         self.count += 1
         self.sum_s += duration_s
@@ -78,6 +83,20 @@ class TickHistogram:
         return family
 
 
+class _Devices:
+    """Device records copied at one moment: what `_points` and `_devices` read of a store."""
+
+    def __init__(self, records: list[DeviceRecord]) -> None:
+        self._records = records
+
+    def devices(self) -> list[DeviceRecord]:
+        return self._records
+
+
+def _constant(value: Any) -> Callable[[], Any]:
+    return lambda: value
+
+
 @dataclass(slots=True)
 class Sources:
     """What the collector reads; callables are read at every scrape."""
@@ -85,9 +104,10 @@ class Sources:
     pod_id: str
     version: str
     boot_id: str
-    store: PointStore
+    store: PointStore | _Devices
     racks: Mapping[str, int]  # device -> rack (the CDU has none)
     link_stats: Callable[[], Mapping[str, Mapping[str, int]]]
+    # instance -> {"rule", "state", "last_trip", "holding"} (InterlockEngine.states)
     interlocks: Callable[[], Mapping[str, Any]]
     loops: Callable[[], Mapping[str, Any]]
     mqtt_connected: Callable[[], bool]
@@ -112,6 +132,42 @@ class PodCollector(Collector):
         self._events = events  # (type, severity) -> count
         self._mapping: dict[tuple[str, str, str], PointMetric] = {}
         self._collided: set[tuple[str, str]] = set()
+
+    def frozen(self) -> PodCollector:
+        """A collector over a copy of everything a scrape reads, taken now (on the
+        loop, in a few milliseconds), whose families can be built and formatted
+        in another thread while the daemon runs on."""
+        s = self._s
+        records = [
+            DeviceRecord(r.id, r.kind, r.state, r.reason, dict(r.points)) for r in s.store.devices()
+        ]
+        stats = PublishStats(
+            {k: Traffic(t.messages, t.bytes) for k, t in s.published.topics.items()},
+            {
+                k: DeviceTraffic(t.messages, t.bytes, t.coalesced)
+                for k, t in s.published.devices.items()
+            },
+        )
+        copy = replace(
+            s,
+            store=_Devices(records),
+            link_stats=_constant({k: dict(v) for k, v in s.link_stats().items()}),
+            interlocks=_constant(s.interlocks()),
+            loops=_constant(s.loops()),
+            mqtt_connected=_constant(s.mqtt_connected()),
+            mqtt_connect_failures=_constant(s.mqtt_connect_failures()),
+            journal_depth=_constant(s.journal_depth()),
+            journal_corrupt_lines=_constant(s.journal_corrupt_lines()),
+            published=stats,
+            fleet_commands=_constant(dict(s.fleet_commands())),
+            fleet_refusals=_constant(dict(s.fleet_refusals())),
+            fleet_unanswered=_constant(s.fleet_unanswered()),
+            extra=[_constant(list(extra())) for extra in s.extra],
+        )
+        frozen = PodCollector(copy, self._tick.copy(), dict(self._events))
+        # One cache and one record of collisions for both: a collision is logged once.
+        frozen._mapping, frozen._collided = self._mapping, self._collided
+        return frozen
 
     def collect(self) -> Iterator[Metric]:
         yield from self._daemon()

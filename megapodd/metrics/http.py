@@ -1,9 +1,9 @@
 """`GET /metrics` on the event loop: a small HTTP/1.1 server, one request per
 connection.
 
-The families are collected on the loop (they read live daemon state) and
-turned into text in a worker thread, so a large pod's scrape holds the loop
-only while the numbers are gathered. Requests are bounded (head size, time,
+The daemon's state is copied on the loop (a few milliseconds for the full
+pod) and the families are built from the copy and turned into text in a
+worker thread, so a scrape hardly holds up the control tick. Requests are bounded (head size, time,
 connections at once); anything else gets a short error and the connection
 is closed. A port that cannot be bound is logged and tried again, never a
 reason to stop the daemon.
@@ -44,14 +44,19 @@ class _Frozen(Collector):
 
 
 def render(collect: Callable[[], Iterable[Metric]]) -> bytes:
-    """The text format of what `collect` gives, in this thread (tests, one-off use)."""
+    """The text format of what `collect` gives, in this thread."""
     return generate_latest(_Frozen(list(collect())))
 
 
+# Called on the loop: copies what a scrape needs and returns what builds the
+# families from that copy (run in a worker thread).
+Freeze = Callable[[], Callable[[], Iterable[Metric]]]
+
+
 class MetricsServer:
-    def __init__(self, host: str, port: int, collect: Callable[[], Iterable[Metric]]) -> None:
+    def __init__(self, host: str, port: int, freeze: Freeze) -> None:
         self._host, self._port = host, port
-        self._collect = collect
+        self._freeze = freeze
         self._slots = asyncio.Semaphore(MAX_CONNECTIONS)
         self.scrapes = 0
         self.bound = asyncio.Event()
@@ -120,8 +125,7 @@ class MetricsServer:
         if path != "/metrics":
             await self._respond(writer, 404, b"not found; metrics at /metrics\n")
             return
-        families = list(self._collect())
-        body = await asyncio.to_thread(generate_latest, _Frozen(families))
+        body = await asyncio.to_thread(render, self._freeze())
         self.scrapes += 1
         headers = [("Content-Type", CONTENT_TYPE)]
         accept = [

@@ -4,7 +4,7 @@ and the /metrics server when `[metrics] listen` is set."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from prometheus_client.core import Metric
@@ -41,7 +41,7 @@ class DaemonMetrics:
             store=daemon.store,
             racks=racks,
             link_stats=lambda: {s.device_id: s.link_stats() for s in daemon.devices.supervisors},
-            interlocks=daemon.interlocks.snapshot,
+            interlocks=daemon.interlocks.states,
             loops=daemon.loops.snapshot,
             mqtt_connected=lambda: daemon.mqtt.connected,
             mqtt_connect_failures=lambda: daemon.mqtt.connect_failures,
@@ -56,7 +56,12 @@ class DaemonMetrics:
         self.collector = PodCollector(self.sources, tick, events.counts)
         self._process = ProcessCollector(registry=None)
         address = config.metrics.address
-        self.server = MetricsServer(*address, self.collect) if address is not None else None
+        self.server = MetricsServer(*address, self.freeze) if address is not None else None
 
     def collect(self) -> Iterable[Metric]:
         return itertools.chain(self.collector.collect(), self._process.collect())
+
+    def freeze(self) -> Callable[[], Iterable[Metric]]:
+        """On the loop: copy the state; the families are built from the copy elsewhere."""
+        frozen = self.collector.frozen()
+        return lambda: itertools.chain(frozen.collect(), self._process.collect())

@@ -282,7 +282,7 @@ def test_family_names_are_unique_and_promtool_accepts_every_family() -> None:
 @pytest.fixture
 async def server() -> AsyncIterator[MetricsServer]:
     collector = PodCollector(_sources(_pod_store()), TickHistogram(), {})
-    metrics = MetricsServer("127.0.0.1", free_tcp_port(), collector.collect)
+    metrics = MetricsServer("127.0.0.1", free_tcp_port(), lambda: collector.frozen().collect)
     task = asyncio.create_task(metrics.run())
     try:
         async with asyncio.timeout(5):
@@ -346,7 +346,7 @@ async def test_bad_requests_get_an_error_and_the_server_keeps_serving(
 async def test_a_port_in_use_is_logged_and_tried_again() -> None:
     blocker = await asyncio.start_server(lambda _r, w: w.close(), "127.0.0.1", 0)
     port = blocker.sockets[0].getsockname()[1]
-    metrics = MetricsServer("127.0.0.1", port, lambda: iter(()))
+    metrics = MetricsServer("127.0.0.1", port, lambda: lambda: iter(()))
     with structlog.testing.capture_logs() as logs:
         task = asyncio.create_task(metrics.run())
         try:
@@ -376,3 +376,17 @@ def test_docs_metrics_md_lists_every_family_and_no_other() -> None:
     emitted = {f.name + ("_total" if f.type == "counter" else "") for f in families}
     emitted |= {f.name for f in all_point_families()}
     assert documented == emitted
+
+
+def test_a_frozen_scrape_shows_the_moment_it_was_taken() -> None:
+    store = _pod_store()
+    collector = PodCollector(_sources(store), TickHistogram(), {})
+    frozen = collector.frozen()
+    assert _samples(render(frozen.collect)) == _samples(render(collector.collect))
+    store.update("cdu1", {"supply_temp_c": Point(40.0, "C")}, ts=2.0, mono_s=2.0)
+    store.set_state("cdu1", DeviceState.OFFLINE, "link lost")
+    then = _samples(render(frozen.collect))
+    assert _value(then, "megapod_coolant_supply_temperature_celsius") == 31.25
+    assert _value(then, "megapod_device_state", device="cdu1", state="online") == 1.0
+    now = _samples(render(collector.collect))
+    assert _value(now, "megapod_coolant_supply_temperature_celsius") == 40.0
