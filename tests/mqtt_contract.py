@@ -151,8 +151,9 @@ class ContractRecorder:
         )
         await client.__aenter__()
         self._client = client
-        await client.subscribe(f"{PREFIX}#", qos=1)
-        await client.subscribe("#", qos=1)  # replies go to response topics anywhere
+        # Everything (megapod/v1/# and the replies, which go to response topics
+        # anywhere); one subscription, or overlapping ones would deliver twice.
+        await client.subscribe("#", qos=1)
         self._task = asyncio.create_task(self._watch(client), name="mqtt-contract")
         return self
 
@@ -164,20 +165,25 @@ class ContractRecorder:
     ) -> None:
         assert self._client is not None and self._task is not None
         try:
-            # Everything published before this is delivered before the marker.
-            with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
-                await self._client.publish(self._marker, b"", qos=1)
-                async with asyncio.timeout(5.0):
-                    await self._flushed.wait()
+            await self.settle()
         finally:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
                 await self._task
             with contextlib.suppress(aiomqtt.MqttError):
                 await self._client.__aexit__(None, None, None)
-        for topic, payload, properties in self._seen:
+
+    async def settle(self) -> None:
+        """Check everything published so far (it arrives before our own marker)."""
+        assert self._client is not None
+        self._flushed.clear()
+        with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+            await self._client.publish(self._marker, b"", qos=1)
+            async with asyncio.timeout(5.0):
+                await self._flushed.wait()
+        seen, self._seen = self._seen, []
+        for topic, payload, properties in seen:
             self._on_message(topic, payload, properties)
-        self._seen.clear()
 
     def check(self) -> None:
         shown = self.problems[:_MAX_PROBLEMS]
