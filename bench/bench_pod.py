@@ -78,7 +78,8 @@ async def run(seconds: float, windows: int) -> str:
         sim = await _spawn(
             str(BIN / "megapod-sim"), "run", "--profile", "full", "--state-dir", str(work / "sim"),
             "--base-port", str(base_port), "--write-config", str(work / "pod.toml"),
-            "--mqtt-url", f"mqtt://127.0.0.1:{mqtt_port}", log=work / "sim.log",
+            "--mqtt-url", f"mqtt://127.0.0.1:{mqtt_port}", "--metrics-listen", "",
+            log=work / "sim.log",
         )  # fmt: skip
         procs.append(sim)
 

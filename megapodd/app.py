@@ -23,6 +23,8 @@ from megapodd.control.tick import ControlTick, TickDuty
 from megapodd.devices import build_devices, register_outputs
 from megapodd.devices.cdu import request_heartbeat
 from megapodd.events import EventBus, Severity
+from megapodd.metrics.collector import TickHistogram
+from megapodd.metrics.service import DaemonMetrics, EventCounts
 from megapodd.mqtt.command_subscription import CommandSubscription
 from megapodd.mqtt.session import MqttSession
 from megapodd.mqtt.telemetry import Telemetry
@@ -63,6 +65,8 @@ class Daemon:
         self.boot_id = uuid.uuid4().hex
         self.notifier = notifier or Notifier()
         self.events = EventBus(self.boot_id)
+        self.event_counts = EventCounts()  # first, so the metrics count every event
+        self.events.add_sink(self.event_counts.on_event)
         self.store = PointStore(self.events)
         try:
             config.state.dir.mkdir(parents=True, exist_ok=True)
@@ -75,6 +79,7 @@ class Daemon:
             config.state.dir,
             config.mqtt.snapshot_s,
             config.mqtt.queue_max_events,
+            config.mqtt.device_budget_bytes_per_s,
         )
         self.events.add_sink(self.telemetry.on_event)
         self.devices = build_devices(config, self.store, self.events, config_path)
@@ -123,7 +128,14 @@ class Daemon:
             TickDuty(_STALENESS_CHECK_S, self._refresh_staleness, "point staleness", vital=True),
             TickDuty(_STALENESS_CHECK_S, self.interlocks.check_inputs, "safety", vital=True),
         ]
-        self.tick = ControlTick(config.control.tick_s, self.notifier, duties, self.events)
+        self.tick_times = TickHistogram()
+        self.tick = ControlTick(
+            config.control.tick_s,
+            self.notifier,
+            duties,
+            self.events,
+            on_duration=self.tick_times.observe,
+        )
         self.commands = CommandService(
             self.store,
             self.events,
@@ -144,10 +156,18 @@ class Daemon:
         )
         fleet = None
         if config.mqtt.commands:
-            fleet = CommandSubscription(self.commands.commands(), audit, config.mqtt.topic_prefix)
+            fleet = CommandSubscription(
+                self.commands.commands(),
+                audit,
+                config.mqtt.topic_prefix,
+                config.mqtt.command_rate_per_s,
+                config.mqtt.command_burst,
+                on_published=functools.partial(self.telemetry.stats.published, "reply"),
+            )
         self.mqtt = MqttSession(
             config.mqtt, config.pod.id, self.telemetry, self.version, self.boot_id, fleet
         )
+        self.metrics = DaemonMetrics(self, self.tick_times, self.event_counts)
         self._stop = asyncio.Event()
 
     def _topic(self, suffix: str) -> str:
@@ -217,6 +237,8 @@ class Daemon:
                 group.create_task(self._keep_running("local API", self.api.run), name="api")
             )
             others.append(group.create_task(self.tick.run(), name="control-tick"))
+            if self.metrics.server is not None:
+                others.append(group.create_task(self.metrics.server.run(), name="metrics"))
             self.notifier.ready(f"supervising {len(self.devices.supervisors)} devices")
             await self._stop.wait()
             log.info("stopping")

@@ -124,6 +124,12 @@ class MqttConfig(_Section):
     # Events are journalled in the state dir; this many are read back into
     # memory at a time while they wait for the broker.
     queue_max_events: int = Field(default=10_000, ge=100, le=100_000)
+    # Device state messages beyond the periodic snapshot, per device, on average;
+    # changes past it are merged into the next message (docs/mqtt.md). 0 = no limit.
+    device_budget_bytes_per_s: int = Field(default=4096, ge=0, le=10_000_000)
+    # Fleet commands taken per second on average, and in one burst; the rest are refused.
+    command_rate_per_s: float = Field(default=2.0, ge=0.01, le=1000.0)
+    command_burst: int = Field(default=30, ge=1, le=10_000)
 
     @field_validator("url")
     @classmethod
@@ -189,6 +195,37 @@ class ApiConfig(_Section):
             raise ValueError(f"path is {size} bytes; a Unix socket path has at most 107")
         check_socket_path(path)
         return path
+
+
+class MetricsConfig(_Section):
+    # host:port of the Prometheus /metrics endpoint; "" = off. Localhost only by default.
+    listen: str = "127.0.0.1:9108"
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, listen: str) -> str:
+        if listen:
+            parse_listen(listen)
+        return listen
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        return parse_listen(self.listen) if self.listen else None
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """"host:port" or "[v6]:port" -> (host, port); ValueError naming the problem."""
+    parts = urlsplit(f"//{listen}")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"bad port in {listen!r}: not a number in 1–65535") from None
+    if not parts.hostname or port is None or parts.netloc != listen or "@" in listen:
+        raise ValueError(f"{listen!r} is not host:port (e.g. \"127.0.0.1:9108\")")
+    _port_in_range(port, repr(listen))
+    if port == 0:
+        raise ValueError(f"port 0 in {listen!r} is outside 1–65535")
+    return parts.hostname, port
 
 
 class StateConfig(_Section):
@@ -532,6 +569,7 @@ class Config(_Section):
     api: ApiConfig = ApiConfig()
     state: StateConfig = StateConfig()
     control: ControlConfig = ControlConfig()
+    metrics: MetricsConfig = MetricsConfig()
     cdu: list[CduConfig] = []
     pdu: list[PduConfig] = []
     bmc: list[BmcConfig] = []

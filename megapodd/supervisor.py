@@ -462,6 +462,15 @@ class DeviceSupervisor(Generic[D]):
             gone = schedule.points - readings.keys()
             if gone:
                 self._store.mark_stale(self.device_id, gone, now_s, 0.0)
+            if schedule.points:  # new names after a firmware update or a new SDR: say so
+                log.warning(
+                    "device_points_changed",
+                    device=self.device_id,
+                    group=schedule.group.name,
+                    added=sorted(readings.keys() - schedule.points)[:20],
+                    gone=sorted(gone)[:20],
+                    detail="points no longer reported turn stale (and leave the metrics)",
+                )
             schedule.points = frozenset(readings)
         self._failure_streak = 0
         self._backoff.reset()

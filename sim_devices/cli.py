@@ -82,6 +82,11 @@ def _parser() -> argparse.ArgumentParser:
         help="write a megapodd config pointing at every simulated device",
     )
     run.add_argument("--mqtt-url", default="mqtt://127.0.0.1:1883")
+    run.add_argument(
+        "--metrics-listen",
+        default="127.0.0.1:9108",
+        help="the daemon's /metrics address in the written config; '' for off",
+    )
     run.add_argument("--pod-id", default="pod-sim")
     _state_dir(run)
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -166,6 +171,7 @@ def _run(args: argparse.Namespace) -> int:
             workload_pct=args.workload,
             pod_id=args.pod_id,
             mqtt_url=args.mqtt_url,
+            metrics_listen=args.metrics_listen,
             write_config=args.write_config,
         )
         pod = SimPod(options)

@@ -44,6 +44,7 @@ class DaemonConfigSpec:
     pod_id: str = "pod-sim"
     mqtt_url: str = "mqtt://127.0.0.1:1883"
     host: str = "127.0.0.1"
+    metrics_listen: str = "127.0.0.1:9108"  # the daemon's /metrics; "" = off
 
     def __post_init__(self) -> None:
         if not _POD_ID_RE.match(self.pod_id):
@@ -92,6 +93,9 @@ def render_config(spec: DaemonConfigSpec) -> str:
         "",
         "[state]",
         f"dir = {_s(str(paths.daemon_state_dir))}",
+        "",
+        "[metrics]",
+        f"listen = {_s(spec.metrics_listen)}",
         "",
         "[[cdu]]",
         f"id = {_s(CDU_ID)}",

@@ -55,6 +55,7 @@ class PodOptions:
     workload_pct: float = DEFAULT_WORKLOAD_PCT
     pod_id: str = "pod-sim"
     mqtt_url: str = "mqtt://127.0.0.1:1883"
+    metrics_listen: str = "127.0.0.1:9108"
     write_config: Path | None = None
 
     def __post_init__(self) -> None:
@@ -75,7 +76,13 @@ class PodOptions:
 
     def config_spec(self) -> DaemonConfigSpec:
         return DaemonConfigSpec(
-            self.layout, self.ports, self.paths, self.pod_id, self.mqtt_url, self.host
+            self.layout,
+            self.ports,
+            self.paths,
+            self.pod_id,
+            self.mqtt_url,
+            self.host,
+            self.metrics_listen,
         )
 
 

@@ -27,13 +27,17 @@ def write_config(
     cdu_port: int | None = None,
     poll_s: float = 0.25,
     extra: str = "",
+    metrics_port: int | None = None,
 ) -> Path:
-    """A daemon config with its socket and state under `directory`."""
+    """A daemon config with its socket and state under `directory`; /metrics
+    off unless a port is given (daemons of parallel tests must not share 9108)."""
+    listen = f"127.0.0.1:{metrics_port}" if metrics_port is not None else ""
     lines = [
         f'[pod]\nid = "{pod_id}"',
         f'[mqtt]\nurl = "{broker.url}"\nsnapshot_s = 5.0',
         f'[api]\nsocket = "{directory / "d.sock"}"',
         f'[state]\ndir = "{directory / "state"}"',
+        f'[metrics]\nlisten = "{listen}"',
     ]
     if cdu_port is not None:
         lines.append(

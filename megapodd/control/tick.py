@@ -10,6 +10,7 @@ checks and the arbiter's retries run from this tick too.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -48,8 +49,10 @@ class ControlTick:
         notifier: Notifier,
         duties: Sequence[TickDuty],
         events: EventBus | None = None,
+        on_duration: Callable[[float], None] | None = None,
     ) -> None:
         self._tick_s = tick_s
+        self._on_duration = on_duration  # told how long each tick's duties took (metrics)
         self._notifier = notifier
         self._events = events
         self._duties = list(duties)
@@ -94,10 +97,13 @@ class ControlTick:
         while True:
             now_s = loop.time()
             self.ticks += 1
+            started_s = time.perf_counter()
             for duty in self._duties:
                 if now_s >= duty.next_s:
                     duty.next_s = now_s + duty.period_s
                     self._run_duty(duty)
+            if self._on_duration is not None:
+                self._on_duration(time.perf_counter() - started_s)
             # Fixed-rate schedule; after a stall, resume from now rather than burst.
             next_tick_s = max(next_tick_s + self._tick_s, now_s)
             await asyncio.sleep(next_tick_s - loop.time())

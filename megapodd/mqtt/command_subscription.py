@@ -8,12 +8,18 @@ from outside the pod (that is local only). Fleet claims rank below a
 technician's at the pod, and every command is range-checked and audited
 exactly as one from megapodctl. A retained message is never a command: it
 would run again on every reconnect.
+
+Commands are read as they arrive and checked against the rate and size
+limits (megapodd/mqtt/command_limits.py) before they queue; they run one at
+a time, in order. Every refusal is answered when the request has a usable
+response topic, and counted either way.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import aiomqtt
@@ -25,6 +31,7 @@ from megapodd.commands.caller import FLEET_CALLER
 from megapodd.commands.dedup import RequestLog
 from megapodd.commands.dispatch import Command, RefusalAudit, Reply, refused, run_command
 from megapodd.commands.payload import loads_strict
+from megapodd.mqtt.command_limits import MAX_COMMAND_BYTES, FleetStats, RateLimit
 
 log = structlog.get_logger("megapodd.mqtt")
 
@@ -41,80 +48,157 @@ class Answer:
     payload: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class _Request:
+    verb: str
+    payload: bytes
+    response_topic: str | None
+    correlation: bytes | None
+
+
 class CommandSubscription:
     def __init__(
         self,
         commands: Mapping[str, Command],
         on_refused: RefusalAudit | None,
         protected_prefix: str,
+        rate_per_s: float = 2.0,
+        burst: int = 30,
+        on_published: Callable[[str, bytes], None] | None = None,
     ) -> None:
         self._commands = {verb: c for verb, c in commands.items() if c.fleet}
         self._on_refused = on_refused
         # Replies never go under the pods' own topics (another pod's cmd/, say).
         self._protected_prefix = protected_prefix.rstrip("/") + "/"
         self.requests = RequestLog()
+        self.limit = RateLimit(rate_per_s, burst)
+        self.stats = FleetStats()
+        self._on_published = on_published
+        self._flooding = 0  # refused in a row for rate or queue; only the first is audited
 
     async def serve(self, client: aiomqtt.Client, prefix: str) -> None:
-        """Answer commands on this connection until it ends."""
+        """Answer commands on this connection until it ends: read and check them
+        as they come, run them one at a time in a task of their own."""
+        queue: asyncio.Queue[_Request] = asyncio.Queue(maxsize=self.limit.burst)
         await client.subscribe(f"{prefix}+", qos=1)
         try:
-            async for message in client.messages:
-                topic = str(message.topic)
-                if not topic.startswith(prefix) or not isinstance(message.payload, bytes):
-                    continue
-                props = message.properties
+            async with asyncio.TaskGroup() as group:
+                runner = group.create_task(
+                    self._run_queued(client, queue), name="mqtt-command-runner"
+                )
                 try:
-                    answer = await self.handle(
-                        topic.removeprefix(prefix),
-                        message.payload,
-                        getattr(props, "ResponseTopic", None),
-                        getattr(props, "CorrelationData", None),
-                        retained=message.retain,
-                    )
-                    if answer is not None:
-                        await self._publish(client, answer)
-                except aiomqtt.MqttError:
-                    raise
-                except Exception:  # one bad command must never stop publishing
-                    log.exception("mqtt_command_failed", topic=topic)
-        except aiomqtt.MqttError as exc:
+                    await self._read(client, prefix, queue)
+                finally:
+                    runner.cancel()  # what still waits is not run on a lost connection
+        except* aiomqtt.MqttError as lost:
             # The connection went; the session notices and reconnects.
-            log.info("mqtt_commands_stopped", error=str(exc))
+            log.info("mqtt_commands_stopped", error=str(lost.exceptions[0]))
+
+    async def _read(
+        self, client: aiomqtt.Client, prefix: str, queue: asyncio.Queue[_Request]
+    ) -> None:
+        async for message in client.messages:
+            topic = str(message.topic)
+            if not topic.startswith(prefix) or not isinstance(message.payload, bytes):
+                continue
+            props = message.properties
+            request = _Request(
+                topic.removeprefix(prefix),
+                message.payload,
+                getattr(props, "ResponseTopic", None),
+                getattr(props, "CorrelationData", None),
+            )
+            answer = self.admit(request, queue, retained=message.retain)
+            if answer is not None:
+                await self._publish(client, answer)
+
+    def admit(
+        self, request: _Request, queue: asyncio.Queue[_Request], retained: bool = False
+    ) -> Answer | None:
+        """Queue a command, or refuse it now: the refusal's answer, if it can have one."""
+        reply_to = request.response_topic
+        if reply_to and not _valid_reply_topic(reply_to):
+            self._refuse(
+                request.verb, f"response topic {reply_to[:80]!r} is not a topic to publish to"
+            )
+            self._unanswered("reply_topic")
+            return None
+        if reply_to and reply_to.startswith(self._protected_prefix):
+            self._refuse(
+                request.verb, f"response topic {reply_to!r} is under {self._protected_prefix}"
+            )
+            self._unanswered("reply_topic")
+            return None
+        if retained:
+            error = "a retained message is not a command (it would rerun)"
+            return self._refused_now(request, "retained", error)
+        now_s = asyncio.get_running_loop().time()
+        if not self.limit.take(now_s):
+            error = (
+                f"rate limited: at most {self.limit.burst} commands at once and "
+                f"{self.limit.rate_per_s:g} per second; not run"
+            )
+            return self._refused_now(request, "rate", error, flood=True)
+        if len(request.payload) > MAX_COMMAND_BYTES:
+            error = f"request is {len(request.payload)} bytes; at most {MAX_COMMAND_BYTES}"
+            return self._refused_now(request, "size", error)
+        try:
+            queue.put_nowait(request)
+        except asyncio.QueueFull:
+            error = f"busy: {queue.maxsize} commands are waiting; not run"
+            return self._refused_now(request, "busy", error, flood=True)
+        if self._flooding:
+            log.info("fleet_commands_taken_again", refused_in_a_row=self._flooding)
+            self._flooding = 0
+        return None
+
+    def _refused_now(
+        self, request: _Request, reason: str, error: str, flood: bool = False
+    ) -> Answer | None:
+        self.stats.refusal(reason)
+        if flood:
+            self._flooding += 1
+            if self._flooding > 1:  # the first of a flood is audited; the rest are counted
+                log.debug("fleet_command_refused_again", reason=reason, verb=request.verb[:64])
+            else:
+                self._refuse(request.verb, error + " (more like it are counted, not audited)")
+        else:
+            self._refuse(request.verb, error)
+        if not request.response_topic:
+            self.stats.unanswered += 1
+            return None
+        return self._answer(request, refused(error))
+
+    def _unanswered(self, reason: str) -> None:
+        self.stats.refusal(reason)
+        self.stats.unanswered += 1
+
+    async def _run_queued(self, client: aiomqtt.Client, queue: asyncio.Queue[_Request]) -> None:
+        while True:
+            request = await queue.get()
+            try:
+                reply = await self._run(request.verb, request.payload)
+                self.stats.result(reply.get("ok") is True)
+                if request.response_topic:
+                    await self._publish(client, self._answer(request, reply))
+            except aiomqtt.MqttError:
+                raise
+            except Exception:  # one bad command must never stop the others
+                log.exception("mqtt_command_failed", verb=request.verb[:64])
 
     @staticmethod
-    async def _publish(client: aiomqtt.Client, answer: Answer) -> None:
+    def _answer(request: _Request, reply: Reply) -> Answer:
+        assert request.response_topic is not None  # noqa: S101 - callers check
+        body = json.dumps(reply, separators=(",", ":"), default=str).encode()
+        return Answer(request.response_topic, request.correlation, body)
+
+    async def _publish(self, client: aiomqtt.Client, answer: Answer) -> None:
         properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]  # paho is untyped here
         if answer.correlation is not None:
             properties.CorrelationData = answer.correlation
         await client.publish(answer.topic, answer.payload, qos=1, properties=properties)
-
-    async def handle(
-        self,
-        verb: str,
-        payload: bytes,
-        response_topic: str | None,
-        correlation: bytes | None,
-        retained: bool = False,
-    ) -> Answer | None:
-        """Run one command; the answer, or None when the sender asked for none."""
-        if retained:
-            self._refuse(verb, "a retained message is not a command (it would rerun)")
-            return None
-        if response_topic and not _valid_reply_topic(response_topic):
-            self._refuse(
-                verb, f"response topic {response_topic[:80]!r} is not a topic to publish to"
-            )
-            return None
-        if response_topic and response_topic.startswith(self._protected_prefix):
-            self._refuse(
-                verb, f"response topic {response_topic!r} is under {self._protected_prefix}"
-            )
-            return None
-        result = await self._run(verb, payload)
-        if not response_topic:
-            return None
-        body = json.dumps(result, separators=(",", ":"), default=str).encode()
-        return Answer(response_topic, correlation, body)
+        if self._on_published is not None:
+            self._on_published(answer.topic, answer.payload)
 
     async def _run(self, verb: str, payload: bytes) -> Reply:
         if verb not in self._commands:

@@ -50,6 +50,10 @@ class MqttSession:
         return f"{self._prefix}/{suffix}"
 
     @property
+    def commands(self) -> CommandSubscription | None:
+        return self._commands
+
+    @property
     def pending_events(self) -> int:
         return len(self._telemetry.outbox)
 
@@ -168,4 +172,6 @@ class MqttSession:
         )
 
     async def _publish_status(self, client: aiomqtt.Client, state: str) -> None:
-        await client.publish(self.topic("status"), self._status_payload(state), qos=1, retain=True)
+        payload = self._status_payload(state)
+        await client.publish(self.topic("status"), payload, qos=1, retain=True)
+        self._telemetry.stats.published("status", self.topic("status"), payload)

@@ -18,8 +18,10 @@ from pathlib import Path
 import aiomqtt
 
 from megapodd.events import Event
+from megapodd.mqtt.budget import DeviceBudget
 from megapodd.mqtt.deadband import changed_beyond_deadband
 from megapodd.mqtt.outbox import EventOutbox
+from megapodd.mqtt.stats import PublishStats
 from megapodd.store import PointStore
 
 # Gather changes for this long before publishing, so a group read of 300
@@ -45,6 +47,7 @@ class Telemetry:
         state_dir: Path,
         snapshot_s: float,
         queue_max_events: int,
+        device_budget_bytes_per_s: float = 0.0,
     ) -> None:
         self._store = store
         self._topic = topic
@@ -57,6 +60,9 @@ class Telemetry:
         self._retained: dict[str, Callable[[], object]] = {}
         self._dirty_topics: set[str] = set()
         self._published: dict[str, _Published] = {}
+        self._budget = DeviceBudget(device_budget_bytes_per_s)
+        self._deferred: set[str] = set()  # changed, waiting for budget
+        self.stats = PublishStats()
 
     # -- inputs (synchronous, never block) ---------------------------------
 
@@ -89,11 +95,13 @@ class Telemetry:
         self._dirty.update(d.id for d in self._store.devices())
         self._dirty_topics.update(self._retained)
         self._published.clear()
+        self._deferred.clear()
 
     async def publish_until(self, client: aiomqtt.Client, stopping: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
         next_snapshot_s = loop.time() + self._snapshot_s
         while not stopping.is_set():
+            self._release_deferred(loop.time())
             await self._drain_events(client)
             await self._publish_retained_topics(client)
             if self._dirty:
@@ -103,13 +111,19 @@ class Telemetry:
                     await self._publish_device(client, device_id, force=False)
             if loop.time() >= next_snapshot_s - 1e-3:  # not a sliver below the clock resolution
                 next_snapshot_s = loop.time() + self._snapshot_s
+                self._deferred.clear()  # the snapshot carries them
                 for record in list(self._store.devices()):
                     await self._publish_device(client, record.id, force=True)
             self._wake.clear()
             if self._dirty or self._dirty_topics or self.outbox.peek() is not None:
                 continue
+            wake_s = next_snapshot_s
+            for device_id in self._deferred:
+                # Not below a millisecond: a clock's resolution must not make this spin.
+                ready_s = self._budget.ready_at_s(device_id, loop.time())
+                wake_s = min(wake_s, max(ready_s, loop.time() + 1e-3))
             try:
-                async with asyncio.timeout(max(0.0, next_snapshot_s - loop.time())):
+                async with asyncio.timeout(max(0.0, wake_s - loop.time())):
                     await self._wake.wait()
             except TimeoutError:
                 pass
@@ -118,8 +132,10 @@ class Telemetry:
     async def _publish_retained_topics(self, client: aiomqtt.Client) -> None:
         while self._dirty_topics:
             suffix = self._dirty_topics.pop()
-            payload = {"ts": time.time(), suffix: self._retained[suffix]()}
-            await client.publish(self._topic(suffix), dumps(payload), qos=1, retain=True)
+            payload = dumps({"ts": time.time(), suffix: self._retained[suffix]()})
+            topic = self._topic(suffix)
+            await client.publish(topic, payload, qos=1, retain=True)
+            self.stats.published(suffix, topic, payload)
 
     async def _drain_events(self, client: aiomqtt.Client, batch: int = 100) -> None:
         """Send queued events, a batch at a time so a backlog after an outage
@@ -127,31 +143,51 @@ class Telemetry:
         for _ in range(batch):
             if (payload := self.outbox.peek()) is None:
                 return
+            body = dumps(payload)
+            topic = self._topic("events")
             try:
-                await client.publish(self._topic("events"), dumps(payload), qos=1)
+                await client.publish(topic, body, qos=1)
             except BaseException:
                 self.outbox.give_back()
                 raise
             self.outbox.pop()  # only once the broker has it
+            self.stats.published("events", topic, body)
+
+    def _release_deferred(self, now_s: float) -> None:
+        """Devices held back by their budget that may publish again."""
+        ready = {d for d in self._deferred if self._budget.allows(d, now_s)}
+        if ready:
+            self._deferred -= ready
+            self._dirty |= ready
 
     async def _publish_device(self, client: aiomqtt.Client, device_id: str, force: bool) -> None:
         record = self._store.device(device_id)
         seen = self._published.setdefault(device_id, _Published())
         points = record.points
-        worth_it = force or seen.state != record.state.value
-        if not worth_it:
+        # A new state, quality or point goes at once; values moving past their
+        # deadband go within the device's budget.
+        urgent = force or seen.state != record.state.value
+        worth_it = urgent
+        if not urgent:
             for name, point in points.items():
                 old = seen.values.get(name)
                 if (
                     old is None
                     or not isinstance(old, dict)
                     or old["quality"] != point.quality.value
-                    or changed_beyond_deadband(old["value"], point.value, point.unit)
                 ):
-                    worth_it = True
+                    urgent = worth_it = True
                     break
+                if not worth_it and changed_beyond_deadband(old["value"], point.value, point.unit):
+                    worth_it = True
         if not worth_it:
             return
+        now_s = asyncio.get_running_loop().time()
+        if not urgent and not self._budget.allows(device_id, now_s):
+            self._deferred.add(device_id)
+            self.stats.coalesced(device_id)
+            return
+        self._deferred.discard(device_id)
         payload_points = {name: p.as_json() for name, p in sorted(points.items())}
         payload = {
             "ts": time.time(),
@@ -160,8 +196,10 @@ class Telemetry:
             "reason": record.reason,
             "points": payload_points,
         }
-        await client.publish(
-            self._topic(f"devices/{device_id}/state"), dumps(payload), qos=1, retain=True
-        )
+        body = dumps(payload)
+        topic = self._topic(f"devices/{device_id}/state")
+        await client.publish(topic, body, qos=1, retain=True)
+        self._budget.spend(device_id, len(topic) + len(body), now_s)
+        self.stats.published("device_state", topic, body, device=device_id)
         seen.values = dict(payload_points)
         seen.state = record.state.value

@@ -121,8 +121,9 @@ async def open_pod(
     """The pod, every device online; `edit` may change the config text first."""
     state = tmp_path / "pod"
     config = tmp_path / "pod.toml"
+    metrics = f"127.0.0.1:{free_tcp_port()}"  # parallel daemons must not share 9108
     extra = ["--profile", "small", "--write-config", str(config), "--mqtt-url", mosquitto.url,
-             "--pod-id", "pod-safety"]  # fmt: skip
+             "--pod-id", "pod-safety", "--metrics-listen", metrics]  # fmt: skip
     async with running_sim(state, free_tcp_port(), extra) as sim:
         text = config.read_text()
         for pattern, faster in _FASTER.items():

@@ -10,7 +10,7 @@ import json
 import shutil
 import ssl
 import subprocess
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiomqtt
@@ -22,6 +22,7 @@ from cryptography.x509.oid import NameOID
 
 from tests.daemon_helpers import running_daemon, write_config
 from tests.helpers import MosquittoBroker, free_tcp_port, wait_tcp_port, wait_until
+from tests.mqtt_contract import ContractRecorder
 
 pytestmark = pytest.mark.integration
 
@@ -61,7 +62,8 @@ def _issue(
 
 
 @pytest.fixture
-def tls_broker(tmp_path: Path) -> Iterator[tuple[MosquittoBroker, Path]]:
+def tls_mosquitto(tmp_path: Path) -> Iterator[tuple[MosquittoBroker, Path, MosquittoBroker]]:
+    """The TLS broker, its PKI, and a plain listener of the same broker."""
     pki = tmp_path / "pki"
     pki.mkdir()
     ca = _issue(pki, "ca", None)
@@ -74,10 +76,12 @@ def tls_broker(tmp_path: Path) -> Iterator[tuple[MosquittoBroker, Path]]:
         capture_output=True,
         timeout=30,
     )
-    port = free_tcp_port()
+    port, plain_port = free_tcp_port(), free_tcp_port()
     conf = pki / "mosquitto.conf"
     conf.write_text(
-        f"per_listener_settings true\nlistener {port} 127.0.0.1\n"
+        # A plain listener too, for the contract check of what the daemon publishes.
+        f"per_listener_settings true\nlistener {plain_port} 127.0.0.1\nallow_anonymous true\n"
+        f"listener {port} 127.0.0.1\n"
         f"cafile {pki / 'ca.pem'}\ncertfile {pki / 'server.pem'}\nkeyfile {pki / 'server.key'}\n"
         f"require_certificate true\nallow_anonymous false\npassword_file {passwd}\n"
         # As root, mosquitto would drop to its own user, which cannot read
@@ -88,10 +92,21 @@ def tls_broker(tmp_path: Path) -> Iterator[tuple[MosquittoBroker, Path]]:
     proc = subprocess.Popen([binary, "-c", str(conf)], stderr=subprocess.DEVNULL)
     try:
         wait_tcp_port("127.0.0.1", port, timeout_s=10)
-        yield MosquittoBroker("127.0.0.1", port), pki
+        yield MosquittoBroker("127.0.0.1", port), pki, MosquittoBroker("127.0.0.1", plain_port)
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.fixture
+async def tls_broker(
+    tls_mosquitto: tuple[MosquittoBroker, Path, MosquittoBroker],
+) -> AsyncIterator[tuple[MosquittoBroker, Path]]:
+    """The TLS broker, with what the daemon publishes held to its schemas."""
+    broker, pki, plain = tls_mosquitto
+    async with ContractRecorder(plain) as recorder:
+        yield broker, pki
+    recorder.check()
 
 
 def _tls_config(

@@ -25,6 +25,7 @@ async def _demo_once(tmp_path: Path, mqtt_port: int) -> tuple[int, str]:
         "MEGAPOD_DEMO_MQTT_PORT": str(mqtt_port),
         # The CDU takes this port and the PDUs the next ones.
         "MEGAPOD_DEMO_BASE_PORT": str(free_tcp_port()),
+        "MEGAPOD_DEMO_METRICS_LISTEN": f"127.0.0.1:{free_tcp_port()}",
     }
     proc = await asyncio.create_subprocess_exec(
         str(ROOT / "scripts" / "demo"),

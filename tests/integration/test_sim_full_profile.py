@@ -100,7 +100,8 @@ async def test_megapodd_brings_every_device_of_the_full_pod_online(
     """`megapodd --config pod.toml` against the full profile: all 161 devices
     online, both processes' CPU measured while it polls at the configured rates."""
     config_path = tmp_path / "pod.toml"
-    args = ["--profile", "full", "--write-config", str(config_path), "--mqtt-url", mosquitto.url]
+    args = ["--profile", "full", "--write-config", str(config_path), "--mqtt-url", mosquitto.url,
+            "--metrics-listen", ""]  # fmt: skip
     async with running_sim(tmp_path / "sim", free_tcp_port(), args) as sim:
         daemon = await asyncio.create_subprocess_exec(
             str(Path(sys.executable).parent / "megapodd"), "--config", str(config_path),

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pytest
+import structlog
 
 from drivers.base import DeviceKind, Point, PollGroup, Quality
 from drivers.errors import ConfigurationError, DeviceError, TransportError
@@ -317,3 +318,29 @@ async def test_a_configuration_error_leaves_no_good_values_behind() -> None:
     assert point is not None and point.quality is Quality.STALE
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_point_names_that_change_are_logged_and_the_old_ones_go_stale() -> None:
+    """A firmware update gives the device new point names: one clear log line."""
+    driver = ScriptedDriver()
+    supervisor, store, _events = _make(driver)
+    renamed = False
+
+    async def read_group(group: str) -> Mapping[str, Point]:
+        driver.reads.append(asyncio.get_running_loop().time())
+        name = "supply_t_c" if renamed else "supply_temp_c"
+        return {name: Point(30.0, "degC")}
+
+    driver.read_group = read_group  # type: ignore[method-assign]
+    with structlog.testing.capture_logs() as logs:
+        task = asyncio.create_task(supervisor.run())
+        await asyncio.sleep(2.5)
+        renamed = True
+        await asyncio.sleep(2.0)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    changed = [e for e in logs if e["event"] == "device_points_changed"]
+    assert len(changed) == 1
+    assert changed[0]["added"] == ["supply_t_c"] and changed[0]["gone"] == ["supply_temp_c"]
+    assert store.get("dev", "supply_temp_c").quality is Quality.STALE  # type: ignore[union-attr]
+    assert store.get("dev", "supply_t_c").quality is Quality.GOOD  # type: ignore[union-attr]
