@@ -159,6 +159,7 @@ class Daemon:
             self.loops,
             _loop_clock,
             self.pod_info,
+            self.power,
         )
         audit = self.commands.audit.refused
         self.api = ApiServer(

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from drivers.base import Quality
+from drivers.errors import ValueRejected
 from megapodd.config import Config
 from megapodd.control.arbiter import Claim, OutputArbiter, Owner
 from megapodd.events import EventBus, Severity
@@ -43,7 +44,7 @@ OUTPUT = "power_limit_w"
 BY = "power budget"
 
 
-class BudgetRefused(ValueError):
+class BudgetRefused(ValueRejected):
     """A run-time budget outside the configured bounds (the message has them)."""
 
 
