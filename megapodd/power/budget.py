@@ -421,21 +421,25 @@ class PowerBudget:
         reason: str,
     ) -> tuple[float, float]:
         """Lower caps by `need_w` in all: lowest priority first, in proportion to
-        what each can give within a priority. Returns (shed, what could not be)."""
+        what each can give within a priority. Returns (shed, what could not be).
+
+        A server whose limit a higher owner holds (an interlock, an override)
+        sheds nothing now: its cap is the holder's. It still gets a budget cap
+        below the holder's value, in the same proportion, which takes over the
+        moment the holder lets go (no uncapped gap between the two)."""
         now = m.now_s
         by_priority: dict[int, list[ServerSpec]] = {}
         for server in servers:
-            reading = m.servers.get(server.id)
-            if reading is not None and reading.held_w is not None:
-                continue  # a higher owner's cap acts there: ours would not
             by_priority.setdefault(server.priority, []).append(server)
         remaining = need_w
         for priority in sorted(by_priority):
             if remaining < MIN_CHANGE_W:
                 break
             group = by_priority[priority]
+            held = {s.id for s in group if _held(m, s.id)}
             room = {s.id: max(0.0, levels[s.id] - s.min_cap_w) for s in group}
-            total = sum(room.values())
+            free = sum(r for sid, r in room.items() if sid not in held)
+            total = free if free >= MIN_CHANGE_W else sum(room.values())
             if total < MIN_CHANGE_W:
                 continue
             fraction = min(1.0, remaining / total)
@@ -448,6 +452,11 @@ class PowerBudget:
                 if cut <= 0.0:
                     continue
                 old = self.caps.get(server.id)
+                if server.id in held:
+                    if old is None or old.watts > new_w:  # beneath the holder's, for later
+                        since = old.since_s if old is not None else now
+                        self.caps[server.id] = Cap(new_w, reason, since, now, 0.0, now)
+                    continue
                 pending = old.expected_delta_w if old is not None and old.pending(now) else 0.0
                 since = old.since_s if old is not None else now
                 self.caps[server.id] = Cap(new_w, reason, since, now, pending - cut, now)
@@ -528,6 +537,11 @@ class PowerBudget:
             added += step
             changes += 1
         return added
+
+
+def _held(m: Measurement, server: str) -> bool:
+    reading = m.servers.get(server)
+    return reading is not None and reading.held_w is not None
 
 
 def _shares(readings: Sequence[ServerReading | None]) -> list[float]:

@@ -38,6 +38,9 @@ PERIOD_S = 1.0  # the PDUs' phase readings come every second
 # fallback caps then come within 2 s of the PDU going silent (1.5 polls of 1 s,
 # seen within a tick, written within a few BMC exchanges).
 STALE_POLLS = 1.5
+# At start the budget waits for every phase's first reading, this long at most
+# (connecting to a PDU takes a few polls); a phase never read is then stale.
+START_GRACE_S = 15.0
 # How often the retained `power` topic is refreshed while nothing changes.
 PUBLISH_EVERY_S = 10.0
 OUTPUT = "power_limit_w"
@@ -105,6 +108,7 @@ class PowerController:
         self._last_step_s = -math.inf
         self._stale: frozenset[PhaseKey] = frozenset()
         self._published_s = -math.inf
+        self._started_s: float | None = None
         self._listeners: list[Callable[[], None]] = []
 
     def add_listener(self, listener: Callable[[], None]) -> None:
@@ -115,8 +119,12 @@ class PowerController:
 
     def tick(self) -> None:
         now = self._clock()
+        if self._started_s is None:
+            self._started_s = now
         phases = self._read_phases(now)
         stale = frozenset(key for key, reading in phases.items() if not reading.good)
+        if stale and now - self._started_s < START_GRACE_S and self._never_read(stale):
+            return  # starting: no cap before the PDUs have been read once
         newly_stale = stale - self._stale
         if now - self._last_step_s < PERIOD_S and not newly_stale:
             return
@@ -129,6 +137,9 @@ class PowerController:
         self.last = decision
         if decision.changed or stale_changed or now - self._published_s >= PUBLISH_EVERY_S:
             self._publish(now)
+
+    def _never_read(self, phases: frozenset[PhaseKey]) -> bool:
+        return any(self._store.get(pdu, f"phase{p}_current_a") is None for pdu, p in phases)
 
     def _publish(self, now: float) -> None:
         self._published_s = now

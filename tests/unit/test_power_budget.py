@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -254,7 +255,7 @@ def test_stale_phase_readings_cap_that_phase_at_once_and_release_when_back() -> 
     assert gone_at is not None and gone_at >= 4.0 + 3.0
 
 
-def test_a_server_held_by_a_higher_owner_is_not_shed_by_the_budget() -> None:
+def test_a_server_held_by_a_higher_owner_sheds_nothing_but_gets_a_cap_for_later() -> None:
     servers = _servers([0, 0, 5, 5])
     engine = PowerBudget(servers, _limits(), budget_w=30_000.0, release_s=5.0)
     draw = {s.id: PEAK_W for s in servers}
@@ -262,9 +263,17 @@ def test_a_server_held_by_a_higher_owner_is_not_shed_by_the_budget() -> None:
     own = dict(m.servers)
     own["s00"] = ServerReading(PEAK_W, 0.0, held_w=9000.0, held_by="override uid 0")
     decision = engine.step(Measurement(0.0, m.phases, own))
-    assert "s00" not in decision.caps  # its cap is the override's
-    assert "s01" in decision.caps  # the other low-priority server gives instead
+    # The other low-priority server gives instead ...
     assert decision.caps["s01"].watts == 2000.0
+    # ... and s00 has a budget cap beneath the override's, counted as no saving:
+    # it takes over when the override ends, with no uncapped moment between.
+    beneath = decision.caps["s00"]
+    assert beneath.watts < 9000.0 and beneath.expected_delta_w == 0.0
+    need = 4 * PEAK_W - TARGET * 30_000.0
+    assert decision.shed_w == pytest.approx(need, abs=5.0)
+    assert decision.shed_w == pytest.approx(
+        sum(-c.expected_delta_w for c in decision.caps.values()), abs=1.0
+    )
 
 
 def test_no_release_while_the_pod_is_near_its_budget() -> None:
