@@ -129,6 +129,11 @@ class BmcState:
             return self.power_limit_w
         return self.power_limit_previous_w
 
+    def power_limit_target_w(self) -> int | None:
+        """The limit set and active, at once: for a physical model whose own
+        power lag is the BMC's response (0.4 s, within 2 s as DEVICES.md says)."""
+        return self.power_limit_w if self.power_limit_active else None
+
     def advance(self, now: float) -> None:
         if self.shutdown_at is not None and now >= self.shutdown_at:
             self.shutdown_at = None

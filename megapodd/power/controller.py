@@ -34,6 +34,9 @@ from megapodd.selectors import number, phase_of_outlet
 from megapodd.store import PointStore, StoredPoint
 
 PERIOD_S = 1.0  # the PDUs' phase readings come every second
+# A phase over its limit or the pod over its budget in a reading is acted on
+# at the next tick, not at the next period, at most this often.
+URGENT_S = 0.25
 # A phase reading older than this many of its PDU's fast polls is stale: the
 # fallback caps then come within 2 s of the PDU going silent (1.5 polls of 1 s,
 # seen within a tick, written within a few BMC exchanges).
@@ -126,7 +129,9 @@ class PowerController:
         if stale and now - self._started_s < START_GRACE_S and self._never_read(stale):
             return  # starting: no cap before the PDUs have been read once
         newly_stale = stale - self._stale
-        if now - self._last_step_s < PERIOD_S and not newly_stale:
+        since = now - self._last_step_s
+        urgent = since >= URGENT_S and (newly_stale or self._over(phases))
+        if since < PERIOD_S and not urgent:
             return
         self._last_step_s = now
         decision = self.budget.step(Measurement(now, phases, self._read_servers()))
@@ -137,6 +142,19 @@ class PowerController:
         self.last = decision
         if decision.changed or stale_changed or now - self._published_s >= PUBLISH_EVERY_S:
             self._publish(now)
+
+    def _over(self, phases: dict[PhaseKey, PhaseReading]) -> bool:
+        """A fresh reading over a phase limit or, summed, over the budget: the
+        step comes now. (Cheap; the step itself decides what to do.)"""
+        limits = self.budget.phase_limits_a
+        if any(
+            r.current_a is not None and r.current_a > limits[key] for key, r in phases.items()
+        ):
+            return True
+        budget = self.budget.budget_w
+        if budget is None:
+            return False
+        return sum(r.power_w or 0.0 for r in phases.values()) > budget
 
     def _never_read(self, phases: frozenset[PhaseKey]) -> bool:
         return any(self._store.get(pdu, f"phase{p}_current_a") is None for pdu, p in phases)
