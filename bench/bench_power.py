@@ -37,6 +37,7 @@ from sim_devices.physics import constants as k
 from sim_devices.profiles import PROFILES, Profile
 
 ROOT = Path(__file__).resolve().parents[1]
+NOTES = "## Reading it"
 FULL = PROFILES[Profile.FULL]
 BUDGET_SHARE = 0.75
 WARMUP_S = 30.0
@@ -261,9 +262,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(report)
     if args.write:
-        (ROOT / "bench" / "results" / "power.md").write_text(
+        path = ROOT / "bench" / "results" / "power.md"
+        # The notes written by hand after the table are kept.
+        old = path.read_text() if path.exists() else ""
+        notes = old[old.index(NOTES) :] if NOTES in old else ""
+        path.write_text(
             "# Power budget: full pod, random workload walk, budget 75 % of peak\n\n"
             + report
+            + ("\n" + notes if notes else "")
         )
     if args.plot:
         plot(results[:2], ROOT / "docs" / "power-budget-walk.png")
