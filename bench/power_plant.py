@@ -22,11 +22,12 @@ import asyncio
 import contextlib
 import re
 import tomllib
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.daemon_plant import PlantAdapter
 from drivers.base import DeviceKind, Point, PollGroup
 from megapodd.config import Config, parse_config
 from megapodd.control.arbiter import OutputArbiter
@@ -105,30 +106,7 @@ class PowerPlantState:
 
 
 
-class _Adapter:
-    def __init__(self, plant: PowerPlantState, kind: DeviceKind, groups: Sequence[PollGroup]):
-        self.plant = plant
-        self._kind = kind
-        self._groups = tuple(groups)
-
-    @property
-    def kind(self) -> DeviceKind:
-        return self._kind
-
-    def poll_groups(self) -> Sequence[PollGroup]:
-        return self._groups
-
-    async def connect(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
-
-    def link_stats(self) -> Mapping[str, int]:
-        return {}
-
-
-class PduAdapter(_Adapter):
+class PduAdapter(PlantAdapter[PowerPlantState]):
     def __init__(self, plant: PowerPlantState, pdu: str) -> None:
         super().__init__(plant, DeviceKind.PDU, [PollGroup("fast", 1.0), PollGroup("slow", 10.0)])
         self.pdu = pdu
@@ -155,7 +133,7 @@ class PduAdapter(_Adapter):
         return points
 
 
-class BmcAdapter(_Adapter):
+class BmcAdapter(PlantAdapter[PowerPlantState]):
     def __init__(self, plant: PowerPlantState, server: ServerId, cap_delay_s: float) -> None:
         super().__init__(plant, DeviceKind.BMC, [PollGroup("slow", 5.0)])
         self.server = server
