@@ -18,6 +18,10 @@ def _kw(watts: object) -> str:
     return "—" if not isinstance(watts, int | float) else f"{watts / 1000:.1f} kW"
 
 
+def _watts(watts: object) -> str:
+    return f"{watts:.0f} W" if isinstance(watts, int | float) else "—"
+
+
 def power_summary(power: Mapping[str, Any]) -> Text:
     budget, pod, headroom = power["budget_w"], power["pod_power_w"], power["headroom_w"]
     line = f"[bold]pod power[/bold] {_kw(pod)}"
@@ -62,11 +66,11 @@ def caps_table(caps: list[Mapping[str, Any]]) -> Table:
         since = cap["since_s"]
         grid.add_row(
             esc(cap["server"]),
-            number(cap["cap_w"], "W"),
+            _watts(cap["cap_w"]),
             styled(owner, OWNER_STYLE.get(owner, "")),
             esc(cap["reason"]),
             str(cap["priority"]),
-            "" if since is None else f"{number(since)} s",
+            "" if not isinstance(since, int | float) else f"{since:.0f} s",
         )
     return grid
 
