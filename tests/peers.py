@@ -9,6 +9,8 @@ import re
 import shutil
 from pathlib import Path
 
+from tests.helpers import communicate
+
 RPDU2_OUTLET_STATE = "1.3.6.1.4.1.318.1.1.26.9.2.3.1.5"
 # "[102]: \t7000": mbpoll prints each register unsigned.
 _MBPOLL_LINE = re.compile(r"^\[(\d+)\]:\s+(\d+)", re.MULTILINE)
@@ -24,14 +26,8 @@ async def run_tool(
         tool, *argv[1:], stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         env=env,
     )
-    try:
-        async with asyncio.timeout(timeout_s):
-            out, err = await proc.communicate()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    return proc.returncode or 0, out.decode(), err.decode()
+    code, out, err = await communicate(proc, timeout_s)
+    return code, out.decode(), err.decode()
 
 
 async def _run(*argv: str, env: dict[str, str] | None = None) -> str:
