@@ -335,6 +335,10 @@ class SimPod:
                 model.set_workload(pct, rack)
             case f.FanFail(server=server, fan=fan):
                 model.server(server).failed_fans.add(fan)
+            case f.LocalMode():
+                links.cdu.sim.state.local_mode = True
+            case f.HeartbeatLost():
+                links.cdu.sim.heartbeats_lost = True
 
     def _undo(self, fault: f.Fault) -> None:
         links, model = self.links, self.model
@@ -374,6 +378,10 @@ class SimPod:
                         model.set_workload(other.pct, other.rack)
             case f.FanFail(server=server, fan=fan):
                 model.server(server).failed_fans.discard(fan)
+            case f.LocalMode():
+                links.cdu.sim.state.local_mode = False
+            case f.HeartbeatLost():
+                links.cdu.sim.heartbeats_lost = False
 
     def _set_silent(self, fault: f.Silent, silent: bool) -> None:
         links = self.links

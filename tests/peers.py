@@ -38,8 +38,17 @@ async def _run(*argv: str, env: dict[str, str] | None = None) -> str:
 
 async def mbpoll_holding(port: int, address: int, count: int = 1) -> list[int]:
     """Holding registers read with mbpoll (protocol addresses, as DEVICES.md gives them)."""
+    return await _mbpoll_read(port, "4", address, count)
+
+
+async def mbpoll_input(port: int, address: int, count: int = 1) -> list[int]:
+    """Input registers read with mbpoll (protocol addresses, as DEVICES.md gives them)."""
+    return await _mbpoll_read(port, "3", address, count)
+
+
+async def _mbpoll_read(port: int, table: str, address: int, count: int) -> list[int]:
     out = await _run(
-        "mbpoll", "-m", "tcp", "-p", str(port), "-a", "1", "-t", "4", "-0", "-1",
+        "mbpoll", "-m", "tcp", "-p", str(port), "-a", "1", "-t", table, "-0", "-1",
         "-r", str(address), "-c", str(count), "127.0.0.1",
     )
     return [int(value) for _, value in _MBPOLL_LINE.findall(out)]
