@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import platform
 import statistics
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +49,7 @@ class Turn:
     loop_count: int
     loop_modes: dict[str, int]
     load: float
+    probe: dict[str, float]  # an idle tick in its own process, same window
 
     def late(self, key: str) -> float:
         return float(self.tick["lateness"][key])
@@ -63,7 +66,11 @@ async def _turn(pod: Pod, config: str, loops: bool, name: str, settle_s: float,
     async with pod.daemon(config, name) as daemon:
         await asyncio.sleep(settle_s)
         d0, s0, t0 = cpu_s(daemon.pid), cpu_s(pod.sim.pid), time.monotonic()
-        await asyncio.sleep(seconds)
+        probing = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench.tick_probe", f"{seconds:g}", cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, _ = await probing.communicate()
         d1, s1, t1 = cpu_s(daemon.pid), cpu_s(pod.sim.pid), time.monotonic()
         status = await pod.api("status", device="cdu1")
         states: dict[str, Any] = await pod.api("loops")
@@ -80,6 +87,7 @@ async def _turn(pod: Pod, config: str, loops: bool, name: str, settle_s: float,
         len(states),
         modes,
         os.getloadavg()[0],
+        json.loads(out),
     )
 
 
@@ -97,6 +105,7 @@ async def measure(rounds: int, seconds: float, settle_s: float) -> list[Turn]:
                     f"{name}: cpu {turn.cpu_pct:.1f} %, late p50/p99/max "
                     f"{turn.late('p50_ms'):.2f}/{turn.late('p99_ms'):.2f}/"
                     f"{turn.late('max_ms'):.2f} ms, work p99 {turn.work('p99_ms'):.2f} ms, "
+                    f"idle probe p99 {turn.probe['p99_ms']:.2f} ms, "
                     f"rss {turn.rss_mib:.0f} MiB, {turn.loop_count} loops {turn.loop_modes}, "
                     f"load {turn.load:.2f}",
                     flush=True,
@@ -158,13 +167,19 @@ def report(turns: list[Turn], rounds: int, seconds: float, settle_s: float) -> s
         "(`pod.tick.lateness` in `megapodctl status --json`, the newest 600 ticks). "
         "Work is the time the tick's duties took in each tick (the loops, the "
         "arbiter, the safety engine's time checks, staleness, heartbeats); it is "
-        "taken off the next sleep and does not make the tick late.",
+        "taken off the next sleep and does not make the tick late. The idle probe "
+        "(bench/tick_probe.py) is the same 100 ms schedule in a process of its own with "
+        "nothing else on its loop, run during the same window: what the machine's "
+        "scheduling and the epoll timeout's 1 ms rounding add by themselves.",
         "",
         "| measure | without loops | with loops |",
         "|---|---|---|",
         row("tick lateness p50", lambda t: t.late("p50_ms"), "ms", 3),
         row("tick lateness p99", lambda t: t.late("p99_ms"), "ms"),
         row("tick lateness max", lambda t: t.late("max_ms"), "ms"),
+        row("idle probe lateness p50", lambda t: t.probe["p50_ms"], "ms", 3),
+        row("idle probe lateness p99", lambda t: t.probe["p99_ms"], "ms"),
+        row("idle probe lateness max", lambda t: t.probe["max_ms"], "ms"),
         row("tick work p50", lambda t: t.work("p50_ms"), "ms", 3),
         row("tick work p99", lambda t: t.work("p99_ms"), "ms"),
         row("tick work max", lambda t: t.work("max_ms"), "ms"),

@@ -60,9 +60,7 @@ def without_loops(config: str) -> str:
 
 def without_feed_forward(config: str) -> str:
     """The same config with every loop's `feed_forward` key taken out."""
-    return "\n".join(
-        line for line in config.splitlines() if not line.startswith("feed_forward = ")
-    )
+    return "\n".join(line for line in config.splitlines() if not line.startswith("feed_forward = "))
 
 
 async def wait_for(
@@ -150,14 +148,15 @@ class Pod:
 
     @contextlib.asynccontextmanager
     async def daemon(
-        self, config_text: str | None = None, name: str = "megapodd"
+        self, config_text: str | None = None, name: str = "megapodd", wrap: Sequence[str] = ()
     ) -> AsyncIterator[asyncio.subprocess.Process]:
         """megapodd on this pod with `config_text` (the simulator's config by
-        default), every device online; SIGTERM on the way out."""
+        default), every device online; SIGTERM on the way out. `wrap` is a
+        command line to run it under (a profiler)."""
         config = self.work / f"{name}.toml"
         config.write_text(config_text if config_text is not None else self.config.read_text())
         proc = await _spawn(
-            str(BIN / "megapodd"), "--config", str(config), log=self.work / f"{name}.log"
+            *wrap, str(BIN / "megapodd"), "--config", str(config), log=self.work / f"{name}.log"
         )
         try:
             await wait_for(self.all_online, 180, f"every device online ({name})", every_s=1.0)
