@@ -98,6 +98,7 @@ class Pod:
     ready: dict[str, Any]
     sim: asyncio.subprocess.Process
     devices: int
+    mqtt_port: int
 
     @property
     def sock(self) -> Path:
@@ -203,7 +204,7 @@ async def simulated_pod(
             return False
 
         await wait_for(announced, 120, "the simulator")
-        yield Pod(work, work / "sim", config, ready, sim, devices)
+        yield Pod(work, work / "sim", config, ready, sim, devices, mqtt_port)
     finally:
         for proc in reversed(procs):
             await _stop(proc)
