@@ -7,6 +7,7 @@ import asyncio
 import os
 import re
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 from tests.helpers import communicate
@@ -64,6 +65,12 @@ async def mbpoll_write_holding(port: int, address: int, value: int) -> None:
 
 async def snmpget_outlet(port: int, outlet: int, scratch: Path) -> str:
     """An outlet's state as net-snmp's snmpget reads it: "on" or "off"."""
+    [state] = await snmpget_outlets(port, [outlet], scratch)
+    return state
+
+
+async def snmpget_outlets(port: int, outlets: Sequence[int], scratch: Path) -> list[str]:
+    """Outlets' states in one snmpget request: "on" or "off" each, in order."""
     scratch = scratch / "snmp-tools"  # kept away from ~/.snmp and /var/lib/snmp
     scratch.mkdir(exist_ok=True)
     env = {
@@ -75,6 +82,6 @@ async def snmpget_outlet(port: int, outlet: int, scratch: Path) -> str:
     }
     out = await _run(
         "snmpget", "-v2c", "-c", "public", "-Oqv", f"127.0.0.1:{port}",
-        f"{RPDU2_OUTLET_STATE}.{outlet}", env=env,
-    )
-    return {"1": "off", "2": "on"}[out.strip()]
+        *(f"{RPDU2_OUTLET_STATE}.{outlet}" for outlet in outlets), env=env,
+    )  # fmt: skip
+    return [{"1": "off", "2": "on"}[line.strip()] for line in out.splitlines()]
