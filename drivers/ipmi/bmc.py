@@ -525,16 +525,11 @@ class BmcDriver:
         self._plausible = dict(_STATUS_PLAUSIBLE)
         self._steps, self._believed = {}, {}
         for sensor in polled:
-            kind = SENSOR_KINDS.get(sensor.unit)
-            if not sensor.record.is_analog:
-                continue
-            record = sensor.record
-            low, high = record.valid_min, record.valid_max
-            if kind is not None:
-                low, high = max(low, kind.low), min(high, kind.high)
-                resolution = abs(record.m) * 10.0**record.k2
-                self._steps[sensor.name] = max(kind.credible_step, 2 * resolution)
-            self._plausible[sensor.name] = Plausible(low, high)
+            if sensor.record.is_analog:
+                plausible, step = sensor_plausible(sensor.record)
+                self._plausible[sensor.name] = plausible
+                if step is not None:
+                    self._steps[sensor.name] = step
         self.sdr_reads += 1
 
     async def _reserve(self) -> int:
@@ -641,6 +636,19 @@ def _unique_point_names(records: Sequence[SensorRecord]) -> list[str]:
         suffix = next((x for x in _UNIT_SUFFIXES if name.endswith(x)), "")
         unique.append(f"{name.removesuffix(suffix)}_s{record.sensor_number}{suffix}")
     return unique
+
+
+def sensor_plausible(record: SensorRecord) -> tuple[Plausible, float | None]:
+    """An analog sensor's plausible range (its SDR min/max within its kind's
+    band) and its credible step between two reads (None: a unit without a kind)."""
+    low, high = record.valid_min, record.valid_max
+    kind = SENSOR_KINDS.get(record.unit_symbol)
+    if kind is None:
+        return Plausible(low, high), None
+    resolution = abs(record.m) * 10.0**record.k2
+    return Plausible(max(low, kind.low), min(high, kind.high)), max(
+        kind.credible_step, 2 * resolution
+    )
 
 
 def sensor_point(record: SensorRecord, reading: SensorReading, unit: str | None = None) -> Point:
