@@ -37,6 +37,7 @@ class FaultKind(enum.StrEnum):
     SENSOR_RANGE = "sensor-range"
     SILENT = "silent"
     GARBAGE = "garbage"
+    READING_CORRUPT = "reading-corrupt"
     BREAKER_TRIP = "breaker-trip"
     FACILITY_HOT = "facility-hot"
     WORKLOAD = "workload"
@@ -52,6 +53,7 @@ USAGE: dict[FaultKind, str] = {
     FaultKind.SENSOR_RANGE: "sensor-range <device> <point>",
     FaultKind.SILENT: "silent <device>",
     FaultKind.GARBAGE: "garbage <bmc> <rate 0-1>",
+    FaultKind.READING_CORRUPT: "reading-corrupt <bmc> <rate 0-1>",
     FaultKind.BREAKER_TRIP: "breaker-trip <pdu> <phase 1-3>",
     FaultKind.FACILITY_HOT: "facility-hot <temp_c>",
     FaultKind.WORKLOAD: "workload <rack|all> <pct 0-100>",
@@ -68,6 +70,7 @@ ARITY: dict[FaultKind, int] = {
     FaultKind.SENSOR_RANGE: 2,
     FaultKind.SILENT: 1,
     FaultKind.GARBAGE: 2,
+    FaultKind.READING_CORRUPT: 2,
     FaultKind.BREAKER_TRIP: 2,
     FaultKind.FACILITY_HOT: 1,
     FaultKind.WORKLOAD: 2,
@@ -186,6 +189,20 @@ class Garbage:
 
 
 @dataclass(frozen=True, slots=True)
+class ReadingCorrupt:
+    """One hex digit of the reading byte changed in this fraction of the BMC's
+    Get Sensor Reading answers: a well-formed frame no framing check can see."""
+
+    kind: ClassVar[FaultKind] = FaultKind.READING_CORRUPT
+    server: ServerId
+    rate: float
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        return (self.kind, self.server.name)
+
+
+@dataclass(frozen=True, slots=True)
 class BreakerTrip:
     kind: ClassVar[FaultKind] = FaultKind.BREAKER_TRIP
     pdu: str
@@ -262,6 +279,7 @@ Fault = (
     | SensorRange
     | Silent
     | Garbage
+    | ReadingCorrupt
     | BreakerTrip
     | FacilityHot
     | Workload
@@ -285,7 +303,7 @@ def describe(fault: Fault) -> str:
             words += [device, point]
         case Silent(device=device):
             words.append(device)
-        case Garbage(server=server, rate=rate):
+        case Garbage(server=server, rate=rate) | ReadingCorrupt(server=server, rate=rate):
             words += [server.name, f"{rate:g}"]
         case BreakerTrip(pdu=pdu, phase=phase):
             words += [pdu, str(phase)]
@@ -332,6 +350,12 @@ def parse_fault(name: str, args: Sequence[str], catalog: DeviceCatalog) -> Fault
             if not 0.0 < rate <= 1.0:
                 raise FaultError(f"garbage rate is a fraction of replies, 0 < rate <= 1: {rate}")
             return Garbage(server, rate)
+        case FaultKind.READING_CORRUPT:
+            server = _bmc(args[0], catalog, kind)
+            rate = _number(args[1], "rate")
+            if not 0.0 < rate <= 1.0:
+                raise FaultError(f"reading-corrupt rate is a fraction, 0 < rate <= 1: {rate}")
+            return ReadingCorrupt(server, rate)
         case FaultKind.BREAKER_TRIP:
             if catalog.kind_of(args[0]) is not DeviceKind.PDU:
                 raise FaultError(f"breaker-trip needs a PDU, {args[0]!r} is not one")
@@ -436,7 +460,8 @@ def _rack_or_server(text: str, layout: PodLayout) -> tuple[int, ServerId | None]
 def _bmc(device: str, catalog: DeviceCatalog, kind: FaultKind) -> ServerId:
     """A server of this pod, named by its BMC's device id."""
     if catalog.kind_of(device) is not DeviceKind.BMC:
-        what = "a BMC (serial line)" if kind is FaultKind.GARBAGE else "a server's BMC"
+        serial = kind in (FaultKind.GARBAGE, FaultKind.READING_CORRUPT)
+        what = "a BMC (serial line)" if serial else "a server's BMC"
         raise FaultError(f"{kind} needs {what}, {device!r} is not one")
     return ServerId.parse(device)
 

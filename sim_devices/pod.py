@@ -327,6 +327,8 @@ class SimPod:
                 self._set_silent(fault, True)
             case f.Garbage(server=server, rate=rate):
                 links.bmc.state(server).garbage_rate = rate
+            case f.ReadingCorrupt(server=server, rate=rate):
+                links.bmc.state(server).reading_corrupt_rate = rate
             case f.BreakerTrip(pdu=pdu, phase=phase):
                 links.pdu.trip(pdu, phase)
             case f.FacilityHot(temp_c=temp_c):
@@ -363,6 +365,8 @@ class SimPod:
                 self._set_silent(fault, False)
             case f.Garbage(server=server):
                 links.bmc.state(server).garbage_rate = 0.0
+            case f.ReadingCorrupt(server=server):
+                links.bmc.state(server).reading_corrupt_rate = 0.0
             case f.BreakerTrip(pdu=pdu, phase=phase):
                 links.pdu.reset_breaker(pdu, phase)
             case f.FacilityHot():

@@ -101,6 +101,8 @@ _LINK_ERRORS = frozenset(
         "stale_replies",
         "completion_errors",
         "failures",
+        "implausible",
+        "unconfirmed",
     }
 )
 _POINT_COLUMNS = ("point", "value", "quality", "age")
