@@ -298,8 +298,9 @@ class PowerController:
             or not isinstance(watts, int | float)
             or not (math.isfinite(watts) and low <= watts <= high)
         ):
+            shown = f"{watts:g}" if isinstance(watts, int | float) else repr(watts)
             raise BudgetRefused(
-                f"budget {watts!r} W is outside {low:.0f}–{high:.0f} W (the servers' min_cap_w "
+                f"budget {shown} W is outside {low:.0f}–{high:.0f} W (the servers' min_cap_w "
                 "sum to the lower bound; [power] max_budget_w is the upper)"
             )
         previous = self.budget.budget_w
