@@ -71,6 +71,12 @@ async def snmpget_outlet(port: int, outlet: int, scratch: Path) -> str:
 
 async def snmpget_outlets(port: int, outlets: Sequence[int], scratch: Path) -> list[str]:
     """Outlets' states in one snmpget request: "on" or "off" each, in order."""
+    values = await snmpget_values(port, [f"{RPDU2_OUTLET_STATE}.{o}" for o in outlets], scratch)
+    return [{"1": "off", "2": "on"}[value] for value in values]
+
+
+async def snmpget_values(port: int, oids: Sequence[str], scratch: Path) -> list[str]:
+    """The values of `oids` as net-snmp's snmpget prints them (-Oqv), in order."""
     scratch = scratch / "snmp-tools"  # kept away from ~/.snmp and /var/lib/snmp
     scratch.mkdir(exist_ok=True)
     env = {
@@ -80,8 +86,5 @@ async def snmpget_outlets(port: int, outlets: Sequence[int], scratch: Path) -> l
         "MIBS": "",
         "MIBDIRS": str(scratch),
     }
-    out = await _run(
-        "snmpget", "-v2c", "-c", "public", "-Oqv", f"127.0.0.1:{port}",
-        *(f"{RPDU2_OUTLET_STATE}.{outlet}" for outlet in outlets), env=env,
-    )  # fmt: skip
-    return [{"1": "off", "2": "on"}[line.strip()] for line in out.splitlines()]
+    out = await _run("snmpget", "-v2c", "-c", "public", "-Oqv", f"127.0.0.1:{port}", *oids, env=env)
+    return [line.strip() for line in out.splitlines()]
