@@ -310,4 +310,5 @@ class Daemon:
                 "connected": self.mqtt.connected,
                 "pending_events": self.mqtt.pending_events,
             },
+            "tick": self.tick.stats(),
         }

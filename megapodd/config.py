@@ -306,6 +306,9 @@ class PduConfig(_Section):
     rack: int = Field(ge=1, le=MAX_RACK)
     # The rating of each phase's breaker: over it the phase trips (DEVICES.md §2).
     breaker_a: float = Field(default=32.0, gt=0.0, le=1000.0)
+    # The highest phase voltage the supply gives (line to neutral): a reading
+    # above it is implausible, and it bounds the plausible power.
+    supply_v_max: float = Field(default=264.0, ge=100.0, le=1000.0)
     fast_poll_s: float = Field(default=1.0, ge=0.1, le=60)
     slow_poll_s: float = Field(default=10.0, ge=0.5, le=600)
     timeout_s: float = Field(default=1.0, ge=MIN_TIMEOUT_S, le=MAX_TIMEOUT_S)

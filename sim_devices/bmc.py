@@ -30,7 +30,10 @@ it from the physics model:
   reading-unavailable}, `cancel_reservation_every` (lose the SDR reservation
   every N partial Get SDRs, as when another client reserves),
   `corrupt_sdr_reads` (the next N Get SDR replies carry one flipped bit in
-  otherwise valid hex: the corruption no framing check can see).
+  otherwise valid hex: the corruption no framing check can see),
+  `reading_corrupt_rate` (fraction of Get Sensor Reading answers with one hex
+  digit of the reading byte changed to another: well formed, wrong value;
+  counted in `readings_corrupted`).
 """
 
 from __future__ import annotations
@@ -119,8 +122,10 @@ class BmcState:
     unavailable: set[str] = field(default_factory=set)
     cancel_reservation_every: int = 0
     corrupt_sdr_reads: int = 0
+    reading_corrupt_rate: float = 0.0
     # what happened (for tests and the orchestrator)
     resets: int = 0  # hard resets received
+    readings_corrupted: int = 0
 
     def power_cap_w(self, now: float) -> int | None:
         if not self.power_limit_active:
@@ -391,6 +396,13 @@ class SimBmc:
             if value >= threshold:
                 states |= 1 << bit
         flags = 0xC0 | (0x20 if unavailable else 0)
+        if s.reading_corrupt_rate > 0 and self._rng.random() < s.reading_corrupt_rate:
+            # One hex digit of the byte becomes another; the states stay true.
+            shift = self._rng.choice((0, 4))
+            digit = (raw >> shift) & 0xF
+            other = self._rng.choice([d for d in range(16) if d != digit])
+            raw = (raw & ~(0xF << shift)) | (other << shift)
+            s.readings_corrupted += 1
         return Response.to(req, 0, bytes((raw, flags, states)))
 
     def _thresholds(self, req: Request) -> Response:

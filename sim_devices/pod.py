@@ -339,6 +339,8 @@ class SimPod:
                 self._set_silent(fault, True)
             case f.Garbage(server=server, rate=rate):
                 links.bmc.state(server).garbage_rate = rate
+            case f.ReadingCorrupt(server=server, rate=rate):
+                links.bmc.state(server).reading_corrupt_rate = rate
             case f.BreakerTrip(pdu=pdu, phase=phase):
                 links.pdu.trip(pdu, phase)
             case f.FacilityHot(temp_c=temp_c):
@@ -347,6 +349,10 @@ class SimPod:
                 model.set_workload(pct, rack)
             case f.FanFail(server=server, fan=fan):
                 model.server(server).failed_fans.add(fan)
+            case f.LocalMode():
+                links.cdu.sim.state.local_mode = True
+            case f.HeartbeatLost():
+                links.cdu.sim.heartbeats_lost = True
 
     def _undo(self, fault: f.Fault) -> None:
         links, model = self.links, self.model
@@ -371,6 +377,8 @@ class SimPod:
                 self._set_silent(fault, False)
             case f.Garbage(server=server):
                 links.bmc.state(server).garbage_rate = 0.0
+            case f.ReadingCorrupt(server=server):
+                links.bmc.state(server).reading_corrupt_rate = 0.0
             case f.BreakerTrip(pdu=pdu, phase=phase):
                 links.pdu.reset_breaker(pdu, phase)
             case f.FacilityHot():
@@ -386,6 +394,10 @@ class SimPod:
                         model.set_workload(other.pct, other.rack)
             case f.FanFail(server=server, fan=fan):
                 model.server(server).failed_fans.discard(fan)
+            case f.LocalMode():
+                links.cdu.sim.state.local_mode = False
+            case f.HeartbeatLost():
+                links.cdu.sim.heartbeats_lost = False
 
     def _set_silent(self, fault: f.Silent, silent: bool) -> None:
         links = self.links

@@ -17,6 +17,7 @@ from megapodd.control.arbiter import Claim, Owner
 from tests.daemon_helpers import megapodctl
 from tests.helpers import MosquittoBroker, wait_until
 from tests.integration.simulated_pod import Pod, open_pod
+from tests.peers import snmpget_values
 
 PEAK_W = 10_200.0
 SERVERS = 8  # the small pod: 2 racks of 4, one PDU per rack
@@ -49,16 +50,8 @@ def _tripped(status: dict[str, Any]) -> list[str]:
 
 async def _snmp_phase_current_a(port: int, phase: int, scratch: Path) -> float:
     """A phase's current as net-snmp's snmpget reads it off the simulated PDU."""
-    proc = await asyncio.create_subprocess_exec(
-        "snmpget", "-v2c", "-c", "public", "-Oqv", f"127.0.0.1:{port}",
-        f"{OID_PHASE_CURRENT}.{phase}",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env={"SNMPCONFPATH": str(scratch), "SNMP_PERSISTENT_DIR": str(scratch), "MIBS": "",
-             "MIBDIRS": str(scratch), "PATH": "/usr/bin:/bin"},
-    )  # fmt: skip
-    out, err = await proc.communicate()
-    assert proc.returncode == 0, err
-    return int(out.strip()) / 10.0
+    [tenths] = await snmpget_values(port, [f"{OID_PHASE_CURRENT}.{phase}"], scratch)
+    return int(tenths) / 10.0
 
 
 @pytest.mark.timeout(180)

@@ -26,7 +26,7 @@ from tests.integration.simulated_pod import (
     PUMP_SETPOINT,
     Pod,
 )
-from tests.peers import mbpoll_holding, mbpoll_write_holding, snmpget_outlet
+from tests.peers import mbpoll_holding, mbpoll_input, mbpoll_write_holding, snmpget_outlet
 
 pytestmark = pytest.mark.integration
 
@@ -318,3 +318,42 @@ async def test_lost_devices_alarm_and_a_lost_bmc_gets_full_fans(pod: Pod) -> Non
     await pod.until("supply-high", "latched", 20)
     code, text = await pod.reset("supply-high")
     assert code == 0, text
+
+
+STATUS_BITS = 14  # input register: b6 watchdog expired, b7 local mode
+PUMP1_SPEED, FAILSAFE_SPEED = 8, 107  # feedback (input), failsafe speed (holding)
+
+
+async def test_a_cdu_in_local_mode_or_without_heartbeats_raises_an_alarm_only(pod: Pod) -> None:
+    # The front panel goes to local: status b7, remote writes refused; the
+    # pod's control is not ours, which the operator must know, but nothing is
+    # switched off for it.
+    await pod.inject("local-mode")
+    await pod.until("cdu-local-mode", "tripped", 5)
+    [alarm] = pod.events("interlock_tripped", "cdu-local-mode")
+    assert alarm.severity == "alarm" and alarm.data["alarm"] is True
+    [status] = await mbpoll_input(pod.cdu_port, STATUS_BITS)
+    assert status & 1 << 7
+    await pod.clear("local-mode")
+    await pod.until("cdu-local-mode", "normal", 5)  # not latched: back to remote is enough
+
+    # Heartbeats stop reaching the CDU: its watchdog runs out (10 s) and it
+    # drives the failsafe speed by itself; the daemon says so.
+    await pod.inject("heartbeat-lost")
+    await pod.until("cdu-watchdog-expired", "tripped", 20)
+    [alarm] = pod.events("interlock_tripped", "cdu-watchdog-expired")
+    assert alarm.severity == "alarm"
+    [status] = await mbpoll_input(pod.cdu_port, STATUS_BITS)
+    [failsafe] = await mbpoll_holding(pod.cdu_port, FAILSAFE_SPEED)
+
+    async def at_failsafe_speed() -> bool:
+        [speed] = await mbpoll_input(pod.cdu_port, PUMP1_SPEED)
+        return abs(speed - failsafe) <= 100  # within 1 % (0.01 % counts)
+
+    assert status & 1 << 6
+    await wait_until(at_failsafe_speed, timeout_s=10, interval_s=0.5)
+    assert await pod.servers_on()  # an alarm only
+    await pod.clear("heartbeat-lost")
+    await pod.until("cdu-watchdog-expired", "normal", 10)  # the next heartbeat restores it
+    [status] = await mbpoll_input(pod.cdu_port, STATUS_BITS)
+    assert not status & (1 << 6 | 1 << 7)
