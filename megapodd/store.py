@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 
 from drivers.base import Point, PointValue, Quality
 from megapodd.events import EventBus
+from megapodd.selectors import point_matches
 from megapodd.subscribers import Subscribers
 
 
@@ -80,6 +81,8 @@ def _finite(reading: Point) -> Point:
 class PointStore:
     def __init__(self, events: EventBus | None = None) -> None:
         self._devices: dict[str, DeviceRecord] = {}
+        # (device, glob) -> (how many points the device had, the names matching).
+        self._matching: dict[tuple[str, str], tuple[int, list[str]]] = {}
         # Told of the points (or "state") that changed.
         self.changes = Subscribers(events)
         # Told of every reading, changed or not.
@@ -98,6 +101,21 @@ class PointStore:
 
     def get(self, device_id: str, point: str) -> StoredPoint | None:
         return self._devices[device_id].points.get(point)
+
+    def matching(self, device_id: str, pattern: str) -> list[str]:
+        """The device's point names that match a glob, in the order first read.
+
+        The loops ask this of every input on every read (a PDU has ~300 points);
+        the answer is kept until the device gains a point: points are never
+        removed from a record, so an unchanged count is an unchanged set."""
+        points = self._devices[device_id].points
+        key = (device_id, pattern)
+        cached = self._matching.get(key)
+        if cached is not None and cached[0] == len(points):
+            return cached[1]
+        names = [name for name in points if point_matches(pattern, name)]
+        self._matching[key] = (len(points), names)
+        return names
 
     def update(
         self,

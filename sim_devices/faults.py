@@ -42,6 +42,8 @@ class FaultKind(enum.StrEnum):
     FACILITY_HOT = "facility-hot"
     WORKLOAD = "workload"
     FAN_FAIL = "fan-fail"
+    LOCAL_MODE = "local-mode"
+    HEARTBEAT_LOST = "heartbeat-lost"
 
 
 USAGE: dict[FaultKind, str] = {
@@ -56,6 +58,8 @@ USAGE: dict[FaultKind, str] = {
     FaultKind.FACILITY_HOT: "facility-hot <temp_c>",
     FaultKind.WORKLOAD: "workload <rack|all> <pct 0-100>",
     FaultKind.FAN_FAIL: f"fan-fail <server> <fan 1-{FANS_PER_SERVER}>",
+    FaultKind.LOCAL_MODE: "local-mode                  the CDU's panel switched to local",
+    FaultKind.HEARTBEAT_LOST: "heartbeat-lost              the CDU stops seeing heartbeats",
 }
 
 
@@ -71,6 +75,8 @@ ARITY: dict[FaultKind, int] = {
     FaultKind.FACILITY_HOT: 1,
     FaultKind.WORKLOAD: 2,
     FaultKind.FAN_FAIL: 2,
+    FaultKind.LOCAL_MODE: 0,
+    FaultKind.HEARTBEAT_LOST: 0,
 }
 
 
@@ -241,6 +247,31 @@ class FanFail:
         return (self.kind, self.server.name, str(self.fan))
 
 
+@dataclass(frozen=True, slots=True)
+class LocalMode:
+    """The CDU's front panel is switched to local: it runs its own constant-Δp
+    mode and refuses remote writes to 100-104 and 108 (DEVICES.md, status b7)."""
+
+    kind: ClassVar[FaultKind] = FaultKind.LOCAL_MODE
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        return (self.kind,)
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatLost:
+    """Heartbeat writes to register 106 are acknowledged but never reach the CDU's
+    controller (a gateway that answers for it): its watchdog expires after 105 s
+    and it drives its failsafe speed (status b6) until a heartbeat gets through."""
+
+    kind: ClassVar[FaultKind] = FaultKind.HEARTBEAT_LOST
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        return (self.kind,)
+
+
 Fault = (
     Leak
     | PumpSeize
@@ -253,6 +284,8 @@ Fault = (
     | FacilityHot
     | Workload
     | FanFail
+    | LocalMode
+    | HeartbeatLost
 )
 
 
@@ -344,6 +377,10 @@ def parse_fault(name: str, args: Sequence[str], catalog: DeviceCatalog) -> Fault
             return FanFail(
                 _bmc(args[0], catalog, kind), _int_in(args[1], "fan", 1, FANS_PER_SERVER)
             )
+        case FaultKind.LOCAL_MODE:
+            return LocalMode()
+        case FaultKind.HEARTBEAT_LOST:
+            return HeartbeatLost()
     raise AssertionError(kind)  # pragma: no cover - match is exhaustive
 
 
@@ -355,7 +392,7 @@ def clear_key(name: str, args: Sequence[str], catalog: DeviceCatalog) -> tuple[s
     if kind in (FaultKind.SENSOR_STUCK, FaultKind.SENSOR_RANGE):
         catalog.kind_of(args[0])
         return ("sensor", *args[:2])
-    if kind is FaultKind.FACILITY_HOT:
+    if kind in (FaultKind.FACILITY_HOT, FaultKind.LOCAL_MODE, FaultKind.HEARTBEAT_LOST):
         return (kind,)
     if kind is FaultKind.WORKLOAD and args[0] == "all":
         return (kind, "all")

@@ -251,9 +251,7 @@ class LoopEngine:
         values: list[float] = []
         oldest = math.inf
         for device in source.devices:
-            names = [
-                n for n in self._store.device(device).points if point_matches(source.pattern, n)
-            ]
+            names = self._store.matching(device, source.pattern)
             if not names:
                 return _Value(None, f"{device}.{source.pattern}: never read", missing=True)
             for name in names:
@@ -382,14 +380,18 @@ class LoopEngine:
         if pattern is None:
             return None
         device = name.partition(".")[0]
-        values = [
+        values = self._good_numbers(device, pattern)
+        return max(values) if values else None
+
+    def _good_numbers(self, device: str, pattern: str) -> list[float]:
+        """The good numeric readings of a device's points that match a glob."""
+        points = self._store.device(device).points
+        return [
             v
-            for point_name, p in self._store.device(device).points.items()
-            if point_matches(pattern, point_name)
-            and p.quality is Quality.GOOD
+            for point_name in self._store.matching(device, pattern)
+            if (p := points[point_name]).quality is Quality.GOOD
             and (v := number(p.value)) is not None
         ]
-        return max(values) if values else None
 
     def _claim(self, loop: _Loop, value: float, force: bool) -> None:
         deadband = loop.spec.config.deadband
@@ -420,14 +422,17 @@ class LoopEngine:
                 f"loop {loop.id}: {why}; {spec.output} to its failsafe {spec.failsafe:g}",
                 {"loop": loop.id, "reason": why, "failsafe": spec.failsafe},
             )
-            if loop.pid is not None:
-                loop.pid.failsafe(now, spec.failsafe)
             if loop.curve is not None:
                 loop.curve.reset(spec.failsafe)
             if loop.filter is not None:
                 loop.filter.reset()
         else:
             loop.reason = why
+        if loop.pid is not None:
+            # Every tick, not only on entry: the slew limit of the first update
+            # back counts from the controller's last update, and a whole
+            # failsafe's worth of slew would be a step.
+            loop.pid.failsafe(now, spec.failsafe)
         loop.output = spec.failsafe
         holder = self._holder(spec.output)
         if spec.zone is None:
@@ -473,13 +478,7 @@ class LoopEngine:
         if not isinstance(written, int | float):
             return
         device = loop.spec.output.partition(".")[0]
-        values = [
-            v
-            for name, p in self._store.device(device).points.items()
-            if point_matches(pattern, name)
-            and p.quality is Quality.GOOD
-            and (v := number(p.value)) is not None
-        ]
+        values = self._good_numbers(device, pattern)
         if not values:
             return
         gap = abs(max(values) - float(written))

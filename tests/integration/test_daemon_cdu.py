@@ -32,6 +32,11 @@ async def test_status_over_the_local_api_shows_live_cdu_points(
             )
             status: Any = await call(daemon.config.api.socket, "status")
     assert status["pod"]["id"] == "pod-api"
+    tick = status["pod"]["tick"]  # the control tick's timing over its newest ticks
+    assert tick["tick_ms"] == 100.0 and tick["ticks"] >= 1
+    assert tick["lateness"]["samples"] == tick["ticks"]
+    assert {"p50_ms", "p99_ms", "max_ms"} <= tick["lateness"].keys() <= tick["work"].keys()
+    assert "control loops" in tick["duties"] and "safety" in tick["duties"]
     [device] = status["devices"]
     assert device["id"] == "cdu1" and device["kind"] == "cdu" and device["state"] == "online"
     supply = device["points"]["supply_temp_c"]

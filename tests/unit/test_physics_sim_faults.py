@@ -45,6 +45,8 @@ def parse(*words: str) -> f.Fault:
         (("workload", "r2", "0"), f.Workload(2, 0.0)),
         (("fan-fail", "r1s02", "3"), f.FanFail(ServerId(1, 2), 3)),
         (("fan-fail", "r2s04", "04"), f.FanFail(ServerId(2, 4), 4)),
+        (("local-mode",), f.LocalMode()),
+        (("heartbeat-lost",), f.HeartbeatLost()),
     ],
 )
 def test_good_faults_parse_and_describe_back(words: tuple[str, ...], fault: f.Fault) -> None:
@@ -86,6 +88,8 @@ def test_good_faults_parse_and_describe_back(words: tuple[str, ...], fault: f.Fa
         (("fan-fail", "r1s02", "top"), "fan must be an integer 1-4"),
         (("fan-fail", "pdu-r1a", "1"), "fan-fail needs a server's BMC, 'pdu-r1a' is not one"),
         (("fan-fail", "r3s01", "1"), "unknown device 'r3s01'"),
+        (("local-mode", "cdu1"), "local-mode takes 0 argument"),
+        (("heartbeat-lost", "now"), "heartbeat-lost takes 0 argument"),
     ],
 )
 def test_bad_faults_say_what_is_wrong(words: tuple[str, ...], message: str) -> None:

@@ -30,3 +30,16 @@ def test_nan_is_stored_as_a_bad_reading_without_a_value() -> None:
     store.update("d", {"x_w": Point(float("nan"), "W")}, 0, 0)
     point = store.get("d", "x_w")
     assert point is not None and point.value is None and point.quality is Quality.BAD
+
+
+def test_matching_names_follow_the_points_a_device_gains() -> None:
+    store = PointStore()
+    store.add_device("r1s01", "bmc")
+    assert store.matching("r1s01", "gpu*_temp_c") == []
+    store.update("r1s01", {"gpu1_temp_c": Point(60.0, "C"), "fan1_rpm": Point(9000, "RPM")}, 1, 1)
+    assert store.matching("r1s01", "gpu*_temp_c") == ["gpu1_temp_c"]
+    store.update("r1s01", {"gpu1_temp_c": Point(61.0, "C")}, 2, 2)  # no new point
+    assert store.matching("r1s01", "gpu*_temp_c") == ["gpu1_temp_c"]
+    store.update("r1s01", {"gpu2_temp_c": Point(62.0, "C")}, 3, 3)
+    assert store.matching("r1s01", "gpu*_temp_c") == ["gpu1_temp_c", "gpu2_temp_c"]
+    assert store.matching("r1s01", "fan?_rpm") == ["fan1_rpm"]

@@ -44,6 +44,10 @@ def status_table(status: Mapping[str, Any]) -> Table:
     title = f"pod {pod['id']} — megapodd {pod['version']} — MQTT {broker}"
     if mqtt["pending_events"]:
         title += f", {mqtt['pending_events']} events queued"
+    tick = pod.get("tick")
+    if tick:  # the control tick's lateness over its newest ticks
+        late = tick["lateness"]
+        title += f" — tick late p99 {late['p99_ms']:g} ms, max {late['max_ms']:g} ms"
     grid = table(title, "device", "kind", "state", "key readings", "bad/stale")
     for device in status["devices"]:
         points = device["points"]
