@@ -62,8 +62,9 @@ class Turn:
 
 
 async def _turn(pod: Pod, config: str, loops: bool, name: str, settle_s: float,
-                seconds: float) -> Turn:  # fmt: skip
-    async with pod.daemon(config, name) as daemon:
+                seconds: float, nice: int) -> Turn:  # fmt: skip
+    wrap = ["nice", "-n", str(nice)] if nice else []
+    async with pod.daemon(config, name, wrap=wrap) as daemon:
         await asyncio.sleep(settle_s)
         d0, s0, t0 = cpu_s(daemon.pid), cpu_s(pod.sim.pid), time.monotonic()
         probing = await asyncio.create_subprocess_exec(
@@ -91,7 +92,7 @@ async def _turn(pod: Pod, config: str, loops: bool, name: str, settle_s: float,
     )
 
 
-async def measure(rounds: int, seconds: float, settle_s: float) -> list[Turn]:
+async def measure(rounds: int, seconds: float, settle_s: float, nice: int = 0) -> list[Turn]:
     turns: list[Turn] = []
     async with simulated_pod("full", DEVICES, prefix="bench-loops-") as pod:
         full = pod.config.read_text()
@@ -100,7 +101,7 @@ async def measure(rounds: int, seconds: float, settle_s: float) -> list[Turn]:
             order = (False, True) if index % 2 == 0 else (True, False)
             for loops in order:
                 name = f"{'loops' if loops else 'noloops'}-{index}"
-                turn = await _turn(pod, configs[loops], loops, name, settle_s, seconds)
+                turn = await _turn(pod, configs[loops], loops, name, settle_s, seconds, nice)
                 print(
                     f"{name}: cpu {turn.cpu_pct:.1f} %, late p50/p99/max "
                     f"{turn.late('p50_ms'):.2f}/{turn.late('p99_ms'):.2f}/"
@@ -118,7 +119,7 @@ def _med(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def report(turns: list[Turn], rounds: int, seconds: float, settle_s: float) -> str:
+def report(turns: list[Turn], rounds: int, seconds: float, settle_s: float, nice: int = 0) -> str:
     on = [t for t in turns if t.loops]
     off = [t for t in turns if not t.loops]
 
@@ -144,7 +145,7 @@ def report(turns: list[Turn], rounds: int, seconds: float, settle_s: float) -> s
         "# Control loops on the full pod: tick jitter, CPU and RSS",
         "",
         f"Command: `.venv/bin/python -m bench.bench_loops --rounds {rounds} "
-        f"--seconds {seconds:g} --settle {settle_s:g}`",
+        f"--seconds {seconds:g} --settle {settle_s:g}" + (f" --nice {nice}`" if nice else "`"),
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python "
         f"{platform.python_version()}, shared with other work (other sessions' test "
@@ -160,7 +161,13 @@ def report(turns: list[Turn], rounds: int, seconds: float, settle_s: float) -> s
         "fan zones. Without: the same config less its [[loop]] and [[zone]] sections. "
         f"{rounds} rounds of one turn each, alternating which goes first; a turn is a "
         f"fresh daemon, every device online, {settle_s:g} s to settle, {seconds:g} s "
-        "measured.",
+        "measured."
+        + (
+            f" The daemon ran at nice {nice} (as `Nice={nice}` in its systemd unit would "
+            "run it); the simulator and everything else on the machine at 0."
+            if nice
+            else ""
+        ),
         "",
         "Jitter is the control tick's lateness: how long after its due time each 100 ms "
         "tick started, as the daemon measures it on its event loop's clock "
@@ -204,10 +211,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--settle", type=float, default=20.0)
+    parser.add_argument("--nice", type=int, default=0, help="run the daemon at this nice value")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
-    turns = asyncio.run(measure(args.rounds, args.seconds, args.settle))
-    text = report(turns, args.rounds, args.seconds, args.settle)
+    turns = asyncio.run(measure(args.rounds, args.seconds, args.settle, args.nice))
+    text = report(turns, args.rounds, args.seconds, args.settle, args.nice)
     if not args.no_write:
         (ROOT / "bench" / "results" / "loops.md").write_text(text)
     print(text)
