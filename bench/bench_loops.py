@@ -6,14 +6,19 @@ turns with the simulator's config as written (every loop: supply temperature
 -> facility valve, the pump zone with its flow, guard and GPU-trim demands,
 and 144 fan zones) and with the same config less its [[loop]] and [[zone]]
 sections. The turns alternate (ABBA...) so drift in the machine's load falls
-on both alike. In each turn, after every device is online and --settle
-seconds, the daemon's CPU (/proc, user + system) is measured over --seconds,
-and at the end the control tick's own figures are read from the local API
-(`status`, `pod.tick`): lateness of the tick's start behind its schedule (the
-jitter) and the time its duties took, over the newest 600 ticks (60 s at
-100 ms), so a --seconds of 60 covers the window. RSS at the end of the turn.
+on both alike; with --paired two such pods run at once, one daemon with loops
+and one without, measured over the same window (the loops swap pods every
+round), which cancels the load's drift better on a shared machine.
+
+In each turn, after every device is online and --settle seconds, the daemon's
+CPU (/proc, user + system) is measured over --seconds; then the control tick's
+own figures are read from the local API (`status`, `pod.tick`): lateness of
+the tick's start behind its schedule (the jitter) and the time its duties
+took, over the newest 600 ticks (60 s at 100 ms), so a --seconds of 60 covers
+the window. RSS at the end of the turn.
 
 Usage: .venv/bin/python -m bench.bench_loops [--rounds 3] [--seconds 60] [--settle 20]
+       [--paired] [--nice N]
 Writes bench/results/loops.md and prints it.
 """
 
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -61,56 +67,91 @@ class Turn:
         return float(self.tick["duties"][name][key])
 
 
-async def _turn(pod: Pod, config: str, loops: bool, name: str, settle_s: float,
-                seconds: float) -> Turn:  # fmt: skip
-    async with pod.daemon(config, name) as daemon:
-        await asyncio.sleep(settle_s)
-        d0, s0, t0 = cpu_s(daemon.pid), cpu_s(pod.sim.pid), time.monotonic()
-        probing = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bench.tick_probe", f"{seconds:g}", cwd=ROOT,
-            stdout=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        out, _ = await probing.communicate()
-        d1, s1, t1 = cpu_s(daemon.pid), cpu_s(pod.sim.pid), time.monotonic()
+async def _window(
+    running: list[tuple[Pod, asyncio.subprocess.Process, bool]], seconds: float
+) -> list[Turn]:
+    """Measure every running daemon over the same --seconds."""
+    before = [(cpu_s(d.pid), cpu_s(pod.sim.pid)) for pod, d, _ in running]
+    t0 = time.monotonic()
+    probing = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.tick_probe", f"{seconds:g}", cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, _ = await probing.communicate()
+    t1 = time.monotonic()
+    after = [(cpu_s(d.pid), cpu_s(pod.sim.pid)) for pod, d, _ in running]
+    turns = []
+    for (pod, daemon, loops), (d0, s0), (d1, s1) in zip(running, before, after, strict=True):
         status = await pod.api("status", device="cdu1")
         states: dict[str, Any] = await pod.api("loops")
-        rss = rss_mib(daemon.pid)
-    modes: dict[str, int] = {}
-    for state in states.values():
-        modes[state["mode"]] = modes.get(state["mode"], 0) + 1
-    return Turn(
-        loops,
-        100 * (d1 - d0) / (t1 - t0),
-        100 * (s1 - s0) / (t1 - t0),
-        rss,
-        status["pod"]["tick"],
-        len(states),
-        modes,
-        os.getloadavg()[0],
-        json.loads(out),
+        modes: dict[str, int] = {}
+        for state in states.values():
+            modes[state["mode"]] = modes.get(state["mode"], 0) + 1
+        turns.append(
+            Turn(
+                loops,
+                100 * (d1 - d0) / (t1 - t0),
+                100 * (s1 - s0) / (t1 - t0),
+                rss_mib(daemon.pid),
+                status["pod"]["tick"],
+                len(states),
+                modes,
+                os.getloadavg()[0],
+                json.loads(out),
+            )
+        )
+    return turns
+
+
+def _print(name: str, turn: Turn) -> None:
+    print(
+        f"{name}: cpu {turn.cpu_pct:.1f} %, late p50/p99/max "
+        f"{turn.late('p50_ms'):.2f}/{turn.late('p99_ms'):.2f}/"
+        f"{turn.late('max_ms'):.2f} ms, work p99 {turn.work('p99_ms'):.2f} ms, "
+        f"idle probe p99 {turn.probe['p99_ms']:.2f} ms, "
+        f"rss {turn.rss_mib:.0f} MiB, {turn.loop_count} loops {turn.loop_modes}, "
+        f"load {turn.load:.2f}",
+        flush=True,
     )
 
 
-async def measure(rounds: int, seconds: float, settle_s: float) -> list[Turn]:
+async def measure(
+    rounds: int, seconds: float, settle_s: float, nice: int = 0, paired: bool = False
+) -> list[Turn]:
+    """Sequential turns on one pod (ABBA...), or with `paired` two pods at once,
+    one daemon with loops and one without, measured over the same window (which
+    pod has the loops swaps every round)."""
+    wrap = ["nice", "-n", str(nice)] if nice else []
     turns: list[Turn] = []
-    async with simulated_pod("full", DEVICES, prefix="bench-loops-") as pod:
-        full = pod.config.read_text()
-        configs = {True: full, False: without_loops(full)}
+    async with contextlib.AsyncExitStack() as stack:
+        pods = [
+            await stack.enter_async_context(
+                simulated_pod("full", DEVICES, prefix=f"bench-loops-{n}-")
+            )
+            for n in range(2 if paired else 1)
+        ]
+        configs = [
+            {True: full, False: without_loops(full)}
+            for full in (pod.config.read_text() for pod in pods)
+        ]
         for index in range(rounds):
-            order = (False, True) if index % 2 == 0 else (True, False)
-            for loops in order:
-                name = f"{'loops' if loops else 'noloops'}-{index}"
-                turn = await _turn(pod, configs[loops], loops, name, settle_s, seconds)
-                print(
-                    f"{name}: cpu {turn.cpu_pct:.1f} %, late p50/p99/max "
-                    f"{turn.late('p50_ms'):.2f}/{turn.late('p99_ms'):.2f}/"
-                    f"{turn.late('max_ms'):.2f} ms, work p99 {turn.work('p99_ms'):.2f} ms, "
-                    f"idle probe p99 {turn.probe['p99_ms']:.2f} ms, "
-                    f"rss {turn.rss_mib:.0f} MiB, {turn.loop_count} loops {turn.loop_modes}, "
-                    f"load {turn.load:.2f}",
-                    flush=True,
-                )
-                turns.append(turn)
+            first = index % 2 == 1  # loops on pod 0 in odd rounds
+            plan = [[(0, first), (1, not first)]] if paired else [[(0, first)], [(0, not first)]]
+            for together in plan:
+                async with contextlib.AsyncExitStack() as daemons:
+                    running = []
+                    for n, loops in together:
+                        name = f"{'loops' if loops else 'noloops'}-{index}-pod{n}"
+                        daemon = await daemons.enter_async_context(
+                            pods[n].daemon(configs[n][loops], name, wrap=wrap)
+                        )
+                        running.append((pods[n], daemon, loops))
+                    await asyncio.sleep(settle_s)
+                    for (n, loops), turn in zip(
+                        together, await _window(running, seconds), strict=True
+                    ):
+                        _print(f"{'loops' if loops else 'noloops'}-{index}-pod{n}", turn)
+                        turns.append(turn)
     return turns
 
 
@@ -118,7 +159,9 @@ def _med(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def report(turns: list[Turn], rounds: int, seconds: float, settle_s: float) -> str:
+def report(
+    turns: list[Turn], rounds: int, seconds: float, settle_s: float, nice: int, paired: bool
+) -> str:
     on = [t for t in turns if t.loops]
     off = [t for t in turns if not t.loops]
 
@@ -144,7 +187,9 @@ def report(turns: list[Turn], rounds: int, seconds: float, settle_s: float) -> s
         "# Control loops on the full pod: tick jitter, CPU and RSS",
         "",
         f"Command: `.venv/bin/python -m bench.bench_loops --rounds {rounds} "
-        f"--seconds {seconds:g} --settle {settle_s:g}`",
+        f"--seconds {seconds:g} --settle {settle_s:g}"
+        + (f" --nice {nice}" if nice else "")
+        + (" --paired`" if paired else "`"),
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python "
         f"{platform.python_version()}, shared with other work (other sessions' test "
@@ -158,9 +203,22 @@ def report(turns: list[Turn], rounds: int, seconds: float, settle_s: float) -> s
         f"{loops} loops running ({modes}): supply temperature -> facility valve, three "
         "demands on the pump zone (flow from IT power, supply guard, GPU trim) and 144 "
         "fan zones. Without: the same config less its [[loop]] and [[zone]] sections. "
-        f"{rounds} rounds of one turn each, alternating which goes first; a turn is a "
-        f"fresh daemon, every device online, {settle_s:g} s to settle, {seconds:g} s "
-        "measured.",
+        + (
+            f"Paired: two such pods at once (two simulators, two daemons, one mosquitto "
+            f"each), one daemon with loops and one without, measured over the same "
+            f"window, so the machine's load falls on both alike; {rounds} rounds, the "
+            "loops on the other pod each round. "
+            if paired
+            else f"{rounds} rounds of one turn of each, alternating which goes first. "
+        )
+        + f"A turn is a fresh daemon, every device online, {settle_s:g} s to settle, "
+        f"{seconds:g} s measured."
+        + (
+            f" The daemon ran at nice {nice} (as `Nice={nice}` in its systemd unit would "
+            "run it); the simulator and everything else on the machine at 0."
+            if nice
+            else ""
+        ),
         "",
         "Jitter is the control tick's lateness: how long after its due time each 100 ms "
         "tick started, as the daemon measures it on its event loop's clock "
@@ -204,10 +262,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--settle", type=float, default=20.0)
+    parser.add_argument("--nice", type=int, default=0, help="run the daemon at this nice value")
+    parser.add_argument(
+        "--paired", action="store_true", help="two pods at once, one with loops, one without"
+    )
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
-    turns = asyncio.run(measure(args.rounds, args.seconds, args.settle))
-    text = report(turns, args.rounds, args.seconds, args.settle)
+    turns = asyncio.run(measure(args.rounds, args.seconds, args.settle, args.nice, args.paired))
+    text = report(turns, args.rounds, args.seconds, args.settle, args.nice, args.paired)
     if not args.no_write:
         (ROOT / "bench" / "results" / "loops.md").write_text(text)
     print(text)
