@@ -119,7 +119,7 @@ async def _trial(pod: Pod, rack: int) -> Trial:
     async def latched() -> bool:
         return await _interlock_state(pod, rule) == "latched"
 
-    await wait_for(latched, 15, f"{rule} latched")
+    await wait_for(latched, 15, f"{rule} latched", every_s=0.5)  # a full snapshot each
     await pod.api("reset", interlock=rule)
     await pod.api("rack", rack=rack, action="open")
     for pdu in _pdus(rack):
