@@ -656,6 +656,12 @@ class Config(_Section):
                 f"budget_w {power.budget_w:g} W is below the sum of the servers' min_cap_w "
                 f"({floor:g} W): the budget could never be met"
             )
+        shared = [loop.id for loop in self.loop if loop.output.endswith("power_limit_w")]
+        if shared:
+            problems.append(
+                f"the power budget sets every server's power_limit_w at loop priority; "
+                f"loop {', '.join(shared)} would fight it for the same slot"
+            )
         if problems:
             raise ValueError("power: " + "; ".join(problems))
         return self

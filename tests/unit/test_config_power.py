@@ -92,3 +92,13 @@ def test_bad_numbers_name_their_key() -> None:
     }
     (problem,) = _problems(POD.replace("min_cap_w = 3000", "min_cap_w = 50"))
     assert problem.startswith("bmc.0.min_cap_w:")
+
+
+def test_a_loop_on_a_power_limit_beside_the_budget_is_refused() -> None:
+    loop = (
+        '[[loop]]\nid = "cap-r1s01"\ncontroller = "demand"\ninput = "r1s01.gpu1_temp_c"\n'
+        'gain = 100.0\noutput = "r1s01.power_limit_w"\n'
+    )
+    problems = _problems(POD + loop + "[power]\nbudget_w = 9000\n")
+    assert any("loop cap-r1s01 would fight it" in p for p in problems), problems
+    assert not any("would fight" in p for p in _problems(POD + loop))  # no budget, no fight
