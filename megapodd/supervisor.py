@@ -25,7 +25,7 @@ import functools
 import heapq
 import itertools
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -53,6 +53,10 @@ OnConnect = Callable[[D], Awaitable[None]]
 # Something done to the device: gets the driver, runs on the supervisor's task.
 OperationFn = Callable[[D], Awaitable[T]]
 
+# Runs the items of several queued operations as one operation (see Batch);
+# returns one outcome per item, in order.
+BatchFn = Callable[[D, Sequence[Any]], Awaitable[Sequence[Any]]]
+
 # How long a caller waits, beyond the operation's own bound, for its turn.
 QUEUE_WAIT_S = 5.0
 
@@ -68,6 +72,28 @@ class OpPriority(enum.IntEnum):
     POLL = 5  # polls are the supervisor's own schedule; anything queued goes first
 
 
+@dataclass(frozen=True, slots=True)
+class Batch(Generic[D]):
+    """How an operation may run together with others: when the supervisor
+    takes a batchable operation off the queue, every other queued one with the
+    same `key` and the same priority joins it (never one of another priority:
+    a batch runs at its priority's turn), and `run` gets the driver and every
+    operation's `item` at once, as one operation (atomic to the device like
+    any other). Each future gets its own outcome.
+
+    If the batch fails with a DeviceError (the device refused or did not get
+    there) or an unexpected error, its operations are queued again, unbatched,
+    and run one by one with their own functions: one bad item does not fail
+    the rest, and each caller gets its own item's outcome. A lost link or a
+    timeout fails each of them, as it would fail a single operation (the
+    device is reconnected; a write that fails like this is retried by its
+    owner)."""
+
+    key: str
+    item: Any
+    run: BatchFn[D]
+
+
 class OperationTimeout(TransportError):
     """The device did not get to (or through) an operation within its time."""
 
@@ -81,6 +107,7 @@ class _Operation:
     key: str | None
     seq: int
     superseded: bool = False
+    batch: Batch[Any] | None = None
 
     def sort_key(self) -> tuple[int, int]:
         return (self.priority, self.seq)
@@ -122,6 +149,39 @@ class _Queue:
                 del self.by_key[op.key]
             return op
         return None
+
+    def take_batch(self, first: _Operation) -> list[_Operation]:
+        """Take off the queue every other live operation batched with `first`
+        (same batch key, same priority), in queue order."""
+        batch = first.batch
+        if batch is None:
+            return []
+        taken: list[_Operation] = []
+        kept: list[tuple[tuple[int, int], _Operation]] = []
+        for entry in self.heap:
+            op = entry[1]
+            if (
+                op.batch is not None
+                and op.batch.key == batch.key
+                and op.priority == first.priority
+                and not op.superseded
+                and not op.future.done()
+            ):
+                taken.append(op)
+                if op.key is not None and self.by_key.get(op.key) is op:
+                    del self.by_key[op.key]
+            else:
+                kept.append(entry)
+        if taken:
+            heapq.heapify(kept)
+            self.heap = kept
+        return sorted(taken, key=_Operation.sort_key)
+
+    def requeue(self, op: _Operation) -> None:
+        """Put a taken operation back, in its old place."""
+        if op.key is not None and op.key not in self.by_key:
+            self.by_key[op.key] = op  # a newer one with its key may have come meanwhile
+        self.push(op)
 
     def __bool__(self) -> bool:
         return any(not op.superseded and not op.future.done() for _, op in self.heap)
@@ -244,6 +304,7 @@ class DeviceSupervisor(Generic[D]):
         *,
         key: str | None = None,
         background: bool = False,
+        batch: Batch[D] | None = None,
     ) -> asyncio.Future[T]:
         """Queue an operation on this device; the future has its result.
 
@@ -252,10 +313,12 @@ class DeviceSupervisor(Generic[D]):
         the same `key` replaces a pending one (a heartbeat, or "bring this
         output to its winner", needs to happen once), takes the higher of the
         two priorities, and both futures get its outcome. `background`: nobody
-        awaits the future (its failure is the supervisor's event)."""
+        awaits the future (its failure is the supervisor's event). `batch`:
+        this operation may run together with others (Batch); `fn` is how it
+        runs alone."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        op = _Operation(name, priority, fn, future, key, next(self._queue.counter))
+        op = _Operation(name, priority, fn, future, key, next(self._queue.counter), batch=batch)
         if key is not None and (old := self._queue.by_key.get(key)) is not None:
             old.superseded = True
             op.priority = min(op.priority, old.priority)
@@ -276,13 +339,14 @@ class DeviceSupervisor(Generic[D]):
         *,
         key: str | None = None,
         timeout_s: float | None = None,
+        batch: Batch[D] | None = None,
     ) -> T:
         """Queue an operation and wait for its outcome, within an outer timeout
         (its turn in the queue and the operation's own bound). An operation
         that has not started when the time is up is taken off the queue."""
         if timeout_s is None:
             timeout_s = self._settings.action_timeout_s + QUEUE_WAIT_S
-        future = self.submit(name, priority, fn, key=key)
+        future = self.submit(name, priority, fn, key=key, batch=batch)
         try:
             async with asyncio.timeout(timeout_s):
                 return await asyncio.shield(future)
@@ -294,7 +358,56 @@ class DeviceSupervisor(Generic[D]):
 
     async def _run_operations(self) -> None:
         while (op := self._queue.pop()) is not None:
-            await self._run_operation(op)
+            if op.batch is not None and (others := self._queue.take_batch(op)):
+                await self._run_batch(op.batch, [op, *others])
+            else:
+                await self._run_operation(op)
+
+    async def _run_batch(self, batch: Batch[Any], ops: list[_Operation]) -> None:
+        name = f"{ops[0].name} (+{len(ops) - 1} batched)"
+        try:
+            async with asyncio.timeout(self._settings.action_timeout_s):
+                results = await batch.run(self.driver, [op.batch.item for op in ops if op.batch])
+        except (TimeoutError, TransportError) as exc:
+            for op in ops:
+                self._op_failed(op, exc)
+                if not op.future.done():
+                    op.future.set_exception(
+                        OperationTimeout(f"{self.device_id}: {op.name} timed out")
+                        if isinstance(exc, TimeoutError)
+                        else exc
+                    )
+            raise TransportError(f"{name} failed: {_describe(exc)}") from exc
+        except asyncio.CancelledError:
+            for op in ops:
+                op.future.cancel()
+            raise
+        except Exception as exc:  # refused, or a bug: each on its own, in order
+            log.info(
+                "batch_failed_one_by_one",
+                device=self.device_id,
+                operation=name,
+                error=_describe(exc),
+                exc_info=not isinstance(exc, DriverError),
+            )
+            for op in ops:
+                op.batch = None
+                self._queue.requeue(op)
+            return
+        if len(results) != len(ops):  # a bug in the batch: fail them, say so
+            self._events.emit(
+                "supervisor_error",
+                Severity.ALARM,
+                self.device_id,
+                f"{self.device_id}: {name}: {len(results)} outcomes for {len(ops)} operations",
+                {"operation": name, "error": "BatchMismatch"},
+            )
+            for op in ops:
+                if not op.future.done():
+                    op.future.set_exception(RuntimeError(f"{op.name}: batch gave no outcome"))
+            return
+        for op, result in zip(ops, results, strict=True):
+            self._op_succeeded(op, result)
 
     async def _run_operation(self, op: _Operation) -> None:
         try:
@@ -326,6 +439,9 @@ class DeviceSupervisor(Generic[D]):
             if not op.future.done():
                 op.future.set_exception(exc)
             return
+        self._op_succeeded(op, result)
+
+    def _op_succeeded(self, op: _Operation, result: object) -> None:
         if not op.future.done():
             op.future.set_result(result)
         if self._op_failures.pop(op.name, 0):

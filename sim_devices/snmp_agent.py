@@ -206,7 +206,7 @@ class SnmpAgent(asyncio.DatagramProtocol):
         elif kind is PduType.GET_BULK:
             response = self._bulk(pdu, max_size)
         elif kind is PduType.SET:
-            response = self._set(pdu, write)
+            response = self._set(pdu, write, max_size)
         else:
             self.stats.dropped += 1
             return None
@@ -245,12 +245,17 @@ class SnmpAgent(asyncio.DatagramProtocol):
             cursors = [vb.oid for vb in row]
         return Pdu(PduType.RESPONSE, pdu.request_id, 0, 0, tuple(out))
 
-    def _set(self, pdu: Pdu, write: bool) -> Pdu:
+    def _set(self, pdu: Pdu, write: bool, max_size: int) -> Pdu:
         def refuse(status: ErrorStatus, index: int) -> Pdu:
             return Pdu(PduType.RESPONSE, pdu.request_id, status, index, pdu.varbinds)
 
         if not write:
             return refuse(ErrorStatus.NO_ACCESS, 1)
+        # The response repeats every varbind: one that would not fit is tooBig,
+        # and nothing is set (RFC 3416 4.2.5).
+        size = sum(len(encode_varbind(vb)) for vb in pdu.varbinds)
+        if size + _ENVELOPE_SLACK + 64 > max_size:
+            return Pdu(PduType.RESPONSE, pdu.request_id, ErrorStatus.TOO_BIG, 0, ())
         plan: list[tuple[Applier, Value]] = []
         for index, vb in enumerate(pdu.varbinds, start=1):
             entry = self.mib.entry(vb.oid)

@@ -53,6 +53,7 @@ class RecordingDriver(QuietDriver):
     device_kind: DeviceKind = DeviceKind.CDU
     calls: list[tuple[str, Any]] = field(default_factory=list)
     refuse: bool = False
+    batches: list[list[int]] = field(default_factory=list)  # set_outlets calls
     fan_zones: tuple[int, ...] = (0,)
 
     def _record(self, name: str, value: Any) -> None:
@@ -82,6 +83,16 @@ class RecordingDriver(QuietDriver):
     async def set_outlet(self, outlet: int, action: Any) -> str:
         self._record(f"outlet_{outlet}", str(action))
         return str(action)
+
+    async def set_outlets(self, actions: Mapping[int, Any]) -> dict[int, str]:
+        """Several outlets in one call: each recorded as its own `outlet_n`,
+        and the call's outlets in `batches`."""
+        if self.refuse:
+            raise DeviceError(f"outlets {sorted(actions)} refused", code=4)
+        self.batches.append(sorted(actions))
+        for n, action in actions.items():
+            self._record(f"outlet_{n}", str(action))
+        return {n: str(a) for n, a in actions.items()}
 
     async def chassis_control(self, action: Any) -> None:
         self._record("chassis_power", getattr(action, "name", action))

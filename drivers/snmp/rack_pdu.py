@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import enum
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TypeVar
 
 import structlog
 
@@ -41,6 +42,7 @@ MAX_OUTLETS = 96
 _UNLIMITED_VARBINDS = 4096  # until the agent says tooBig
 _STATE_OFF, _STATE_ON = 1, 2
 _PENDING_YES = 1
+_Item = TypeVar("_Item", Oid, VarBind)
 
 
 class OutletAction(enum.StrEnum):
@@ -175,50 +177,111 @@ class SnmpPduDriver:
 
     async def set_outlet(self, outlet: int, action: OutletAction) -> str:
         """Switch an outlet and confirm by reading it back; return its state 'on'/'off'."""
-        if not isinstance(outlet, int) or not 1 <= outlet <= self.outlets:
+        action = self._check_outlet(outlet, action)
+        if action is OutletAction.REBOOT:
+            # A reboot resent after a lost reply would reboot the server twice.
+            command = VarBind.integer((*_OUTLET_CONTROL, outlet), _COMMANDS[action])
+            await self._client.set([command], once=True)
+            await self._confirm({outlet: action})
+            log.info("pdu_outlet_set", host=self.host, outlets=[outlet], actions=[str(action)])
+            return "on"
+        return (await self.set_outlets({outlet: action}))[outlet]
+
+    async def set_outlets(self, actions: Mapping[int, OutletAction]) -> dict[int, str]:
+        """Switch several outlets on or off in one SET (a request per
+        `max varbinds` the agent takes) and confirm them all by reading back;
+        return each outlet's state 'on'/'off'.
+
+        Every outlet and action is checked before anything is sent. An SNMP
+        SET is all-or-nothing per request: one refused varbind and none of that
+        request applies. DeviceError names the outlets that did not get to
+        their state within the confirm timeout."""
+        checked = {outlet: self._check_outlet(outlet, action) for outlet, action in actions.items()}
+        if reboots := sorted(n for n, a in checked.items() if a is OutletAction.REBOOT):
+            raise ValueRejected(
+                f"pdu {self.host}: outlet {reboots[0]}: a reboot is sent alone (set_outlet)"
+            )
+        if not checked:
+            return {}
+        commands = [
+            VarBind.integer((*_OUTLET_CONTROL, n), _COMMANDS[a]) for n, a in sorted(checked.items())
+        ]
+        # On and off may be resent safely after a lost reply.
+        await self._set_many(commands)
+        await self._confirm(checked)
+        log.info("pdu_outlet_set", host=self.host, outlets=sorted(checked),
+                 actions=sorted({str(a) for a in checked.values()}))  # fmt: skip
+        return {n: "off" if a is OutletAction.OFF else "on" for n, a in checked.items()}
+
+    def _check_outlet(self, outlet: int, action: OutletAction) -> OutletAction:
+        if (
+            isinstance(outlet, bool)
+            or not isinstance(outlet, int)
+            or not 1 <= outlet <= self.outlets
+        ):
             raise ValueRejected(
                 f"pdu {self.host}: outlet {outlet!r} out of range 1..{self.outlets}"
             )
         try:
-            action = OutletAction(action)
+            return OutletAction(action)
         except ValueError:
-            raise ValueRejected(f"pdu {self.host}: unknown outlet action {action!r}") from None
-        command = VarBind.integer((*_OUTLET_CONTROL, outlet), _COMMANDS[action])
-        # On and off may be resent safely; a reboot resent after a lost reply
-        # would reboot the server twice.
-        await self._client.set([command], once=action is OutletAction.REBOOT)
-        want = _STATE_OFF if action is OutletAction.OFF else _STATE_ON
-        state_oid = (*_OUTLET_STATUS, 5, outlet)
-        pending_oid = (*_OUTLET_STATUS, 6, outlet)
-        last: VarBind | None = None
+            raise ValueRejected(
+                f"pdu {self.host}: outlet {outlet}: unknown outlet action {action!r}"
+            ) from None
+
+    async def _confirm(self, actions: Mapping[int, OutletAction]) -> None:
+        """Read every outlet's state and pending flag until each shows its action
+        done (a reboot ends on), or DeviceError naming the ones that did not."""
+        want = {n: _STATE_OFF if a is OutletAction.OFF else _STATE_ON for n, a in actions.items()}
+        seen: dict[int, object] = {}
+        waiting = sorted(want)
         try:
             async with asyncio.timeout(self._confirm_timeout_s):
                 while True:
+                    oids = [(*_OUTLET_STATUS, col, n) for col in (5, 6) for n in waiting]
                     # Through _get_many: an answer for other OIDs is refused.
-                    last, pending = await self._get_many([state_oid, pending_oid])
-                    if last.value == want and pending.value != _PENDING_YES:
-                        state = "on" if want == _STATE_ON else "off"
-                        log.info("pdu_outlet_set", host=self.host, outlet=outlet, action=action)
-                        return state
+                    varbinds = await self._get_many(oids)
+                    states, pending = varbinds[: len(waiting)], varbinds[len(waiting) :]
+                    still: list[int] = []
+                    for n, state, pend in zip(waiting, states, pending, strict=True):
+                        seen[n] = state.value
+                        if state.value != want[n] or pend.value == _PENDING_YES:
+                            still.append(n)
+                    waiting = still
+                    if not waiting:
+                        return
                     await asyncio.sleep(self._confirm_interval_s)
         except TimeoutError:
-            seen = last.value if last is not None else None
+            detail = "; ".join(
+                f"outlet {n} did not reach {actions[n]} (state {seen.get(n)!r})" for n in waiting
+            )
             raise DeviceError(
-                f"pdu {self.host}: outlet {outlet} did not reach {action} within "
-                f"{self._confirm_timeout_s} s (state {seen!r})"
+                f"pdu {self.host}: {detail}, within {self._confirm_timeout_s} s"
             ) from None
 
     # ------------------------------------------------------------ internals
 
     async def _get_many(self, oids: Sequence[Oid]) -> list[VarBind]:
         """GET in as few requests as the agent allows; halve on tooBig."""
+        return await self._in_parts(list(oids), self._client.get)
+
+    async def _set_many(self, varbinds: Sequence[VarBind]) -> list[VarBind]:
+        """SET in as few requests as the agent allows; halve on tooBig (each
+        request is all-or-nothing on its own)."""
+        return await self._in_parts(list(varbinds), self._client.set)
+
+    async def _in_parts(
+        self,
+        items: list[_Item],
+        send: Callable[[list[_Item]], Awaitable[Sequence[VarBind]]],
+    ) -> list[VarBind]:
         size = self._max_varbinds
-        queue = deque(oids[i : i + size] for i in range(0, len(oids), size))
+        queue = deque(items[i : i + size] for i in range(0, len(items), size))
         out: list[VarBind] = []
         while queue:
             part = queue.popleft()
             try:
-                varbinds = await self._client.get(part)
+                varbinds = await send(part)
             except TooBigError:
                 if len(part) == 1:
                     raise
@@ -228,7 +291,8 @@ class SnmpPduDriver:
                 queue.appendleft(part[half:])
                 queue.appendleft(part[:half])
                 continue
-            if [vb.oid for vb in varbinds] != list(part):
+            asked = [item.oid if isinstance(item, VarBind) else item for item in part]
+            if [vb.oid for vb in varbinds] != asked:
                 raise DeviceError(f"pdu {self.host}: answer does not match the requested OIDs")
             out.extend(varbinds)
         return out

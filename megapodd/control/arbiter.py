@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar
 
@@ -37,7 +37,7 @@ from megapodd.events import EventBus, Severity
 from megapodd.outputs.catalog import OutputInstance, describe_outputs
 from megapodd.outputs.spec import OutputSpec, OutputValue
 from megapodd.store import StoredPoint
-from megapodd.supervisor import OperationFn, OpPriority
+from megapodd.supervisor import Batch, OperationFn, OpPriority
 
 T = TypeVar("T")
 
@@ -79,6 +79,7 @@ class Door(Protocol):
         *,
         key: str | None = None,
         background: bool = False,
+        batch: Batch[Any] | None = None,
     ) -> asyncio.Future[T]: ...
 
     async def execute(
@@ -89,6 +90,7 @@ class Door(Protocol):
         *,
         key: str | None = None,
         timeout_s: float | None = None,
+        batch: Batch[Any] | None = None,
     ) -> T: ...
 
     def poll_now(self) -> None: ...
@@ -117,6 +119,14 @@ class Claim:
             "by": self.by,
             "expires_in_s": None if expires_in is None else round(max(0.0, expires_in), 1),
         }
+
+
+class _Step(enum.Enum):
+    """What a write of an output does when it runs (OutputArbiter._plan)."""
+
+    NOTHING = "nothing"  # the device already has the winner
+    WRITE = "write"
+    HAND_BACK = "hand_back"
 
 
 # Told None when a write holds, or the error when one failed.
@@ -233,6 +243,7 @@ class OutputArbiter:
                 OP_PRIORITY[claim.owner],
                 self._write_winner(output),
                 key=f"sync:{name}",
+                batch=self._batch(output),
             )
         except BaseException:
             if output.claims.get(claim.owner) is claim:  # the claim did not take
@@ -491,27 +502,71 @@ class OutputArbiter:
         """The operation that brings the device to whoever wins when it runs."""
 
         async def write(driver: Any) -> Claim | None:
-            winner = output.winner()
-            force, output.force_write = output.force_write, False
+            winner, step = self._plan(output)
             spec = output.spec
-            if winner is None:
-                if spec.hand_back is not None and (force or not output.handed_back):
-                    output.written = None
-                    await spec.hand_back(driver, output.index)
-                    output.handed_back = True
-                return None
-            if force or output.handed_back or winner.value != output.written:
-                output.written = None  # unknown until confirmed: a step may half happen
+            if step is _Step.HAND_BACK and spec.hand_back is not None:
+                await spec.hand_back(driver, output.index)
+                output.handed_back = True
+            elif step is _Step.WRITE and winner is not None:
                 try:
                     await spec.write(driver, winner.value, output.index)
                 except BaseException:
                     output.force_write = True
                     raise
-                output.written, output.handed_back = winner.value, False
-                output.written_mono_s = self._clock()
+                self._committed(output, winner)
             return winner
 
         return write
+
+    async def _write_batch(self, driver: Any, outputs: Sequence[Output]) -> list[Claim | None]:
+        """Bring several outputs of one device and spec to their winners in one
+        write (spec.write_many): each is planned as `_write_winner` would, then
+        all are written at once, then each is committed."""
+        write_many = outputs[0].spec.write_many if outputs else None
+        if write_many is None:
+            raise RuntimeError("a batch of outputs without write_many")
+        plans = [(output, *self._plan(output)) for output in outputs]
+        writes = [(o, w) for o, w, step in plans if step is _Step.WRITE and w is not None]
+        try:
+            for output, _, step in plans:
+                hand_back = output.spec.hand_back
+                if step is _Step.HAND_BACK and hand_back is not None:
+                    await hand_back(driver, output.index)
+                    output.handed_back = True
+            if writes:
+                await write_many(driver, [(w.value, o.index) for o, w in writes])
+        except BaseException:
+            for output, _ in writes:
+                output.force_write = True
+            raise
+        for output, winner in writes:
+            self._committed(output, winner)
+        return [winner for _, winner, _ in plans]
+
+    def _plan(self, output: Output) -> tuple[Claim | None, _Step]:
+        """What a write of `output` does, decided as it runs (the winner now);
+        what it will write reads as unknown until confirmed."""
+        winner = output.winner()
+        force, output.force_write = output.force_write, False
+        if winner is None:
+            if output.spec.hand_back is not None and (force or not output.handed_back):
+                output.written = None
+                return None, _Step.HAND_BACK
+            return None, _Step.NOTHING
+        if force or output.handed_back or winner.value != output.written:
+            output.written = None  # unknown until confirmed: a step may half happen
+            return winner, _Step.WRITE
+        return winner, _Step.NOTHING
+
+    def _committed(self, output: Output, winner: Claim) -> None:
+        output.written, output.handed_back = winner.value, False
+        output.written_mono_s = self._clock()
+
+    def _batch(self, output: Output) -> Batch[Any] | None:
+        """Writes of one spec's outputs of one device may go together."""
+        if output.spec.write_many is None:
+            return None
+        return Batch(f"write:{output.device_id}:{output.spec.name}", output, self._write_batch)
 
     def _sync(self, output: Output, force: bool) -> None:
         """Queue "bring the device to the winner" in the background, retried
@@ -525,6 +580,7 @@ class OutputArbiter:
             self._write_winner(output),
             key=f"sync:{output.name}",
             background=True,
+            batch=self._batch(output),
         )
         future.add_done_callback(functools.partial(self._synced, output))
 

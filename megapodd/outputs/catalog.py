@@ -128,6 +128,17 @@ async def _write_outlet(driver: SnmpPduDriver, state: OutputValue, outlet: int |
     await driver.set_outlet(outlet, OutletAction(str(state)))
 
 
+async def _write_outlets(
+    driver: SnmpPduDriver, writes: Sequence[tuple[OutputValue, int | None]]
+) -> None:
+    actions: dict[int, OutletAction] = {}
+    for state, outlet in writes:
+        if outlet is None:
+            raise ValueError("an outlet needs its number")
+        actions[outlet] = OutletAction(str(state))
+    await driver.set_outlets(actions)
+
+
 async def _pulse_outlet(driver: SnmpPduDriver, operation: str, outlet: int | None) -> None:
     if outlet is None:
         raise ValueError("an outlet needs its number")
@@ -147,6 +158,7 @@ PDU_OUTPUTS: tuple[OutputSpec[SnmpPduDriver], ...] = (
         pulse=_pulse_outlet,
         feedback_point="outlet_{n:02d}_state",
         observe=_observe_state,
+        write_many=_write_outlets,
     ),
 )
 
@@ -282,8 +294,9 @@ def describe_outputs(outputs: Iterable[OutputInstance]) -> str:
         if indexes is None:
             described.append(part)
         elif len(indexes) > 2 and indexes == list(range(indexes[0], indexes[-1] + 1)):
-            described.append(f"{part.replace('{n}', str(indexes[0]))} … "
-                             f"{part.replace('{n}', str(indexes[-1]))}")
+            described.append(
+                f"{part.replace('{n}', str(indexes[0]))} … {part.replace('{n}', str(indexes[-1]))}"
+            )
         else:
             described += [part.replace("{n}", str(n)) for n in indexes]
     return ", ".join(described) or "none"

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -28,6 +28,9 @@ D = TypeVar("D")
 # Writes one value to one instance of the output and confirms it (read back or
 # protocol confirmation). Runs on the device's supervisor as one atomic operation.
 Write = Callable[[D, OutputValue, int | None], Awaitable[None]]
+# Writes several instances of the output at once, each (value, index), and
+# confirms them all; raises if any did not get there. One supervisor operation.
+WriteMany = Callable[[D, Sequence[tuple[OutputValue, int | None]]], Awaitable[None]]
 # Gives the actuator back to the device's own control when nobody claims it.
 HandBack = Callable[[D, int | None], Awaitable[None]]
 # A one-shot operation (an outlet reboot, a power cycle): not a state to hold.
@@ -81,6 +84,10 @@ class OutputSpec(Generic[D]):
     observe: Observe | None = None
     unobservable: tuple[str, ...] = ()
     aliases: dict[str, str] = field(default_factory=dict)  # "1" -> "pump1" and the like
+    # Indexed outputs: writes of several instances of one device in one go (the
+    # PDU's outlets in one SET); the arbiter batches queued writes of one
+    # priority through it (megapodd/supervisor.py, Batch).
+    write_many: WriteMany[D] | None = None
 
     def __post_init__(self) -> None:
         if self.continuous == bool(self.states):

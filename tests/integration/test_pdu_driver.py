@@ -137,6 +137,66 @@ async def test_outlet_off_and_on_are_confirmed(driver: SnmpPduDriver, farm: PduF
     assert model.outlet_is_on(5)
 
 
+async def test_several_outlets_in_one_set_and_one_read_back(
+    driver: SnmpPduDriver, farm: PduFarm
+) -> None:
+    model = farm["pdu-a"].model
+    agent, before = farm["pdu-a"].agent, driver.stats.requests_sent
+    handled = agent.stats.requests
+    actions = {n: OutletAction.OFF for n in range(1, OUTLETS + 1)}
+    assert await driver.set_outlets(actions) == {n: "off" for n in range(1, OUTLETS + 1)}
+    # One SET, one GET of 2 x 24 OIDs, and the agent saw just those two.
+    assert driver.stats.requests_sent - before == 2 == agent.stats.requests - handled
+    assert not any(model.outlet_is_on(n) for n in range(1, OUTLETS + 1))
+    assert await driver.set_outlets({2: OutletAction.ON, 9: OutletAction.ON}) == {
+        2: "on", 9: "on"
+    }  # fmt: skip
+    assert model.outlet_is_on(2) and model.outlet_is_on(9) and not model.outlet_is_on(3)
+
+
+async def test_a_bad_outlet_in_a_batch_sends_nothing(driver: SnmpPduDriver, farm: PduFarm) -> None:
+    before = driver.stats.requests_sent
+    with pytest.raises(ValueRejected, match=f"outlet {OUTLETS + 1}.*out of range"):
+        await driver.set_outlets({1: OutletAction.OFF, OUTLETS + 1: OutletAction.OFF})
+    with pytest.raises(ValueRejected, match="outlet 2: unknown outlet action"):
+        await driver.set_outlets({1: OutletAction.OFF, 2: "explode"})  # type: ignore[dict-item]
+    with pytest.raises(ValueRejected, match="outlet 3: a reboot is sent alone"):
+        await driver.set_outlets({1: OutletAction.OFF, 3: OutletAction.REBOOT})
+    assert driver.stats.requests_sent == before  # nothing reached the wire
+    assert farm["pdu-a"].model.outlet_is_on(1)
+
+
+async def test_a_set_too_big_for_the_agent_is_halved() -> None:
+    async with await serve_pdus([PduSpec("big", outlets=96, max_message_size=1472)]) as farm:
+        driver = make_driver(farm, "big")
+        await driver.connect()
+        try:
+            everything = {n: OutletAction.OFF for n in range(1, 97)}
+            assert set((await driver.set_outlets(everything)).values()) == {"off"}
+            model = farm["big"].model
+            assert not any(model.outlet_is_on(n) for n in range(1, 97))
+            # Split once and remembered: the SET in two halves, then no more tooBig.
+            before = driver.stats.requests_sent
+            await driver.set_outlets({n: OutletAction.ON for n in range(1, 97)})
+            assert all(model.outlet_is_on(n) for n in range(1, 97))
+            assert driver.stats.requests_sent - before <= 2 + 4  # SET halves, GET quarters
+        finally:
+            await driver.close()
+
+
+@pytest.mark.looptime
+async def test_outlets_that_do_not_get_there_are_named(
+    driver: SnmpPduDriver, farm: PduFarm
+) -> None:
+    model = farm["pdu-a"].model
+    await driver.set_outlet(4, OutletAction.OFF)
+    model.set_outlet_load_w(4, 9000.0)  # switching it on trips its phase at once
+    with pytest.raises(DeviceError, match=r"outlet 4 did not reach on \(state 1\)") as refused:
+        await driver.set_outlets({2: OutletAction.ON, 4: OutletAction.ON})
+    assert "outlet 2" not in str(refused.value)  # it got there (phase 2)
+    assert model.outlet_is_on(2)
+
+
 @pytest.mark.looptime
 async def test_reboot_is_off_then_on_after_five_seconds(
     driver: SnmpPduDriver, farm: PduFarm

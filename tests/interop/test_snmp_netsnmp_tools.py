@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from drivers.snmp.ber import format_oid
+from drivers.snmp.rack_pdu import OutletAction, SnmpPduDriver
 from drivers.snmp.usm import AuthProtocol, UsmStat
 from sim_devices.pdu import RPDU2, PduFarm, PduSpec, serve_pdus
 from tests.helpers import communicate
@@ -128,6 +129,44 @@ async def test_snmpset_refusals(farm: PduFarm, tool_env: dict[str, str]) -> None
     assert code != 0
     assert "wrongValue" in out + err
     assert farm["pdu-sha"].model.outlet_is_on(6)
+
+
+async def test_snmpset_of_several_outlets_in_one_request(
+    farm: PduFarm, tool_env: dict[str, str]
+) -> None:
+    model, agent = farm["pdu-sha"].model, farm["pdu-sha"].agent
+    outlets = (2, 5, 11, 24)
+    args = [a for n in outlets for a in (f"{B}.9.2.4.1.5.{n}", "i", "2")]
+    handled = agent.stats.requests
+    code, out, err = await run(tool_env, "snmpset", "-v2c", "-c", "private", target(farm), *args)
+    assert code == 0, err
+    assert out.count("INTEGER: 2") == len(outlets)
+    assert agent.stats.requests - handled == 1  # one SET carried them all
+    assert [model.outlet_is_on(n) for n in outlets] == [False] * len(outlets)
+    assert model.outlet_is_on(3)
+    # One bad varbind (command 4 does not exist): the agent sets none of them.
+    args = [f"{B}.9.2.4.1.5.3", "i", "2", f"{B}.9.2.4.1.5.4", "i", "4"]
+    code, out, err = await run(tool_env, "snmpset", "-v2c", "-c", "private", target(farm), *args)
+    assert code != 0
+    assert "wrongValue" in out + err
+    assert model.outlet_is_on(3) and model.outlet_is_on(4)
+
+
+async def test_the_driver_batch_is_what_snmpget_reads(
+    farm: PduFarm, tool_env: dict[str, str]
+) -> None:
+    driver = SnmpPduDriver(host="127.0.0.1", port=farm["pdu-sha"].port, outlets=OUTLETS)
+    await driver.connect()
+    try:
+        await driver.set_outlets({n: OutletAction.OFF for n in range(1, OUTLETS + 1, 2)})
+    finally:
+        await driver.close()
+    states = [f"{B}.9.2.3.1.5.{n}" for n in range(1, OUTLETS + 1)]
+    code, out, err = await run(
+        tool_env, "snmpget", "-v2c", "-c", "public", "-Oqv", target(farm), *states
+    )
+    assert code == 0, err
+    assert out.split() == ["1", "2"] * (OUTLETS // 2)  # odd outlets off, even on
 
 
 @pytest.mark.parametrize(("pdu", "auth"), [("pdu-sha", "SHA"), ("pdu-sha256", "SHA-256")])

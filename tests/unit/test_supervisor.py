@@ -15,7 +15,13 @@ from drivers.base import DeviceKind, Point, PollGroup, Quality
 from drivers.errors import ConfigurationError, DeviceError, TransportError
 from megapodd.events import EventBus
 from megapodd.store import DeviceState, PointStore
-from megapodd.supervisor import DeviceSupervisor, OperationTimeout, OpPriority, SupervisorSettings
+from megapodd.supervisor import (
+    Batch,
+    DeviceSupervisor,
+    OperationTimeout,
+    OpPriority,
+    SupervisorSettings,
+)
 
 pytestmark = pytest.mark.looptime
 
@@ -218,6 +224,113 @@ async def test_the_queue_runs_by_priority_and_each_operation_alone() -> None:
         "tech start", "tech end",
         "fleet start", "fleet end",
     ]
+
+
+@dataclass
+class _Switches:
+    """Batched and single writes of numbered switches, as they reach the device."""
+
+    calls: list[tuple[str, list[int]]] = field(default_factory=list)
+    bad: set[int] = field(default_factory=set)  # a write naming one of these is refused
+    lost: bool = False  # the link is gone
+
+    def single(self, n: int) -> Callable[[ScriptedDriver], Awaitable[str]]:
+        async def run(_driver: ScriptedDriver) -> str:
+            self.calls.append(("single", [n]))
+            await asyncio.sleep(0.01)
+            if n in self.bad:
+                raise DeviceError(f"switch {n} refused", code=4)
+            return f"switch {n} done"
+
+        return run
+
+    async def many(self, _driver: ScriptedDriver, items: Sequence[object]) -> list[str]:
+        numbers = [int(str(n)) for n in items]
+        self.calls.append(("batch", numbers))
+        await asyncio.sleep(0.01)
+        if self.lost:
+            raise TransportError("no answer")
+        if self.bad & set(numbers):
+            raise DeviceError(f"switches {sorted(self.bad & set(numbers))} refused", code=4)
+        return [f"switch {n} done" for n in numbers]
+
+    def submit(
+        self, supervisor: DeviceSupervisor[ScriptedDriver], n: int, priority: OpPriority
+    ) -> asyncio.Future[str]:
+        return supervisor.submit(
+            f"switch {n}",
+            priority,
+            self.single(n),
+            key=f"switch:{n}",
+            batch=Batch("switches", n, self.many),
+        )
+
+
+async def _busy(_driver: ScriptedDriver) -> None:
+    await asyncio.sleep(0.1)  # holds the door while the others queue
+
+
+async def test_queued_batchable_operations_of_one_priority_run_as_one() -> None:
+    supervisor, _, _ = _make(ScriptedDriver())
+    switches = _Switches()
+    task = asyncio.create_task(supervisor.run())
+    await asyncio.sleep(0.5)
+    supervisor.submit("busy", OpPriority.LOOP, _busy)
+    await asyncio.sleep(0.01)
+    loop_ops = {n: switches.submit(supervisor, n, OpPriority.LOOP) for n in (7, 8)}
+    interlock = {n: switches.submit(supervisor, n, OpPriority.INTERLOCK) for n in (1, 2, 3)}
+    plain = supervisor.submit("other", OpPriority.INTERLOCK, _busy)
+    fleet = switches.submit(supervisor, 5, OpPriority.FLEET)  # alone at its priority
+    again = switches.submit(supervisor, 2, OpPriority.INTERLOCK)  # replaces the queued 2
+    await asyncio.sleep(1.0)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    # Each priority's turn in order; never merged across priorities.
+    assert switches.calls == [("batch", [1, 3, 2]), ("single", [5]), ("batch", [7, 8])]
+    for n, future in {**interlock, **loop_ops}.items():
+        assert future.result() == f"switch {n} done"  # each its own outcome
+    assert again.result() == "switch 2 done" and fleet.result() == "switch 5 done"
+    assert plain.done() and plain.exception() is None
+
+
+async def test_a_refused_batch_runs_one_by_one_and_each_gets_its_outcome() -> None:
+    supervisor, _, events = _make(ScriptedDriver())
+    switches = _Switches(bad={2})
+    task = asyncio.create_task(supervisor.run())
+    await asyncio.sleep(0.5)
+    supervisor.submit("busy", OpPriority.LOOP, _busy)
+    await asyncio.sleep(0.01)
+    futures = {n: switches.submit(supervisor, n, OpPriority.INTERLOCK) for n in (1, 2, 3)}
+    await asyncio.sleep(1.0)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert switches.calls == [
+        ("batch", [1, 2, 3]), ("single", [1]), ("single", [2]), ("single", [3])
+    ]  # fmt: skip
+    assert futures[1].result() == "switch 1 done" and futures[3].result() == "switch 3 done"
+    with pytest.raises(DeviceError, match="switch 2 refused"):
+        futures[2].result()
+    [failed] = [e for e in events.recent if e.type == "device_write_failed"]
+    assert "switch 2" in failed.message
+
+
+async def test_a_batch_that_loses_the_link_fails_each_and_reconnects() -> None:
+    driver = ScriptedDriver()
+    supervisor, _, _ = _make(driver)
+    switches = _Switches(lost=True)
+    task = asyncio.create_task(supervisor.run())
+    await asyncio.sleep(0.5)
+    supervisor.submit("busy", OpPriority.LOOP, _busy)
+    await asyncio.sleep(0.01)
+    futures = [switches.submit(supervisor, n, OpPriority.INTERLOCK) for n in (1, 2)]
+    await asyncio.sleep(2.0)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert switches.calls == [("batch", [1, 2])]
+    for future in futures:
+        with pytest.raises(TransportError, match="no answer"):
+            future.result()
+    assert driver.connects >= 2
 
 
 async def test_an_operation_that_waits_too_long_is_taken_off_the_queue() -> None:
