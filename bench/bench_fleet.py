@@ -23,7 +23,6 @@ import gzip
 import os
 import platform
 import re
-import signal
 import socket
 import statistics
 import sys
@@ -36,6 +35,7 @@ from typing import Any
 import aiomqtt
 
 from megapodd.api.client import ApiClientError, call
+from tests.helpers import stop_processes
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -204,16 +204,7 @@ async def _measure(budget: int | None, seconds: float, scrapes: int) -> Run:
         )  # fmt: skip
         assert gzip.decompress(zbody).count(b"\n") > 0
     finally:
-        for proc in reversed(procs):
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                async with asyncio.timeout(15):
-                    await proc.wait()
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await stop_processes(*procs, timeout_s=15)
     label = "default (4096 B/s per device)" if budget is None else f"{budget} B/s per device"
     if budget == 0:
         label = "off (0)"

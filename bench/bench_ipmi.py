@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.helpers import stop_processes
+
 RACKS = 8
 SERVERS_PER_RACK = 18
 PERIOD_S = 2.0
@@ -136,14 +138,7 @@ async def main(seconds: float, count: int) -> dict[str, float]:
             result["load_before"] = load_before
             result["load_after"] = os.getloadavg()[0]
         finally:
-            if proc.returncode is None:
-                proc.terminate()
-                try:
-                    async with asyncio.timeout(10):
-                        await proc.wait()
-                except TimeoutError:
-                    proc.kill()
-                    await proc.wait()
+            await stop_processes(proc, timeout_s=10)
     return result
 
 

@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import os
 import platform
-import signal
 import socket
 import statistics
 import sys
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from megapodd.api.client import ApiClientError, call
+from tests.helpers import stop_processes
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -120,16 +120,7 @@ async def run(seconds: float, windows: int) -> str:
         points = sum(len(d["points"]) for d in status["devices"])
         rss = _rss_mib(daemon.pid)
     finally:
-        for proc in reversed(procs):
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                async with asyncio.timeout(15):
-                    await proc.wait()
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await stop_processes(*procs, timeout_s=15)
     load = os.getloadavg()[0]
     daemon_median = statistics.median(daemon_pct)
     budget = "meets" if daemon_median <= 12.0 else "MISSES"

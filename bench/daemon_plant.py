@@ -22,7 +22,7 @@ import tomllib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from drivers.base import DeviceKind, Point, PollGroup
 from drivers.modbus import cdu_map
@@ -81,10 +81,13 @@ class _Plant:
         self.trace.append((now_s, self.snap.cooling.supply_temp_c, hottest))
 
 
-class _Adapter:
-    """A DeviceDriver over the plant (what a real driver reads off the wire)."""
+P = TypeVar("P")
 
-    def __init__(self, plant: _Plant, kind: DeviceKind, groups: Sequence[PollGroup]) -> None:
+
+class PlantAdapter(Generic[P]):
+    """A DeviceDriver over a plant (what a real driver reads off the wire)."""
+
+    def __init__(self, plant: P, kind: DeviceKind, groups: Sequence[PollGroup]) -> None:
         self.plant = plant
         self._kind = kind
         self._groups = tuple(groups)
@@ -106,7 +109,7 @@ class _Adapter:
         return {}
 
 
-class CduAdapter(_Adapter):
+class CduAdapter(PlantAdapter[_Plant]):
     async def read_group(self, group: str) -> Mapping[str, Point]:
         if group == "safety":
             return cdu_map.decode_input_block(self.plant.cdu.input_registers())
@@ -122,7 +125,7 @@ class CduAdapter(_Adapter):
         self.plant.write(cdu_map.HR_VALVE_SETPOINT, cdu_map.VALVE_LIMIT.to_raw(pct))
 
 
-class PduAdapter(_Adapter):
+class PduAdapter(PlantAdapter[_Plant]):
     def __init__(self, plant: _Plant, pdu: str) -> None:
         super().__init__(plant, DeviceKind.PDU, [PollGroup("fast", 1.0)])
         self.pdu = pdu
@@ -135,7 +138,7 @@ class PduAdapter(_Adapter):
         return {"power_w": Point(round(watts / 10.0) * 10.0, "W")}  # hundredths of a kW
 
 
-class BmcAdapter(_Adapter):
+class BmcAdapter(PlantAdapter[_Plant]):
     def __init__(self, plant: _Plant, server: ServerId) -> None:
         groups = [PollGroup("sensors", 2.0), PollGroup("slow", 5.0)]
         super().__init__(plant, DeviceKind.BMC, groups)
@@ -174,7 +177,7 @@ class DaemonPlant:
     arbiter: OutputArbiter
     events: EventBus
     store: PointStore
-    drivers: dict[str, _Adapter] = field(default_factory=dict)
+    drivers: dict[str, PlantAdapter[_Plant]] = field(default_factory=dict)
 
     def set_workload(self, pct: float) -> None:
         self.plant.model.set_workload(pct)
@@ -190,7 +193,7 @@ async def daemon_plant(
     events = EventBus("plant")
     store = PointStore(events)
     arbiter = OutputArbiter(events, lambda: asyncio.get_running_loop().time())
-    drivers: dict[str, _Adapter] = {
+    drivers: dict[str, PlantAdapter[_Plant]] = {
         "cdu1": CduAdapter(
             plant, DeviceKind.CDU, [PollGroup("safety", 0.25), PollGroup("settings", 1.25)]
         )

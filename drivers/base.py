@@ -9,7 +9,7 @@ writes.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -39,6 +39,50 @@ class Point:
     value: PointValue
     unit: str = ""
     quality: Quality = Quality.GOOD
+    # A reading that moved further than its sensor can credibly move and was
+    # not confirmed by the reads after it (BMCs: drivers/ipmi/bmc.py): the
+    # daemon keeps the point's last good value and marks it unconfirmed.
+    unconfirmed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Plausible:
+    """The values a point can physically take, declared once per device family
+    next to the point's decoding; the supervisor's gate (megapodd/plausibility.py)
+    makes a reading outside them BAD, with the reason.
+
+    A counter (energy) never runs backwards, except a reset: a reading at or
+    below `reset_below` after a higher one. It rises no faster than
+    `max_rise_per_s` (the device's largest power) plus one `resolution`.
+    """
+
+    low: float
+    high: float
+    counter: bool = False
+    reset_below: float = 0.0
+    max_rise_per_s: float = float("inf")
+    resolution: float = 0.0
+
+    def refuses(self, value: float, last: float | None, elapsed_s: float) -> str | None:
+        """Why `value` cannot be true (None: it can); `last` is the last good
+        reading of a counter, `elapsed_s` the time since it."""
+        if not self.low <= value <= self.high:  # also refuses NaN
+            return f"{value!r} outside the plausible {self.low:g}..{self.high:g}"
+        if not self.counter or last is None:
+            return None
+        if value < last:
+            if value <= self.reset_below:
+                return None  # a reset to zero
+            return f"counter ran backwards from {last!r} to {value!r}"
+        rise_limit = self.max_rise_per_s * max(elapsed_s, 0.0) + self.resolution
+        if value - last > rise_limit * (1 + 1e-9):  # not binary noise of the scale
+            rise = value - last
+            return f"counter rose by {rise:.6g} in {elapsed_s:.3g} s (at most {rise_limit:.6g})"
+        return None
+
+
+# Looks up a point's plausible range by name (None: not a number, or unchecked).
+PlausibleLookup = Callable[[str], "Plausible | None"]
 
 
 @dataclass(frozen=True, slots=True)

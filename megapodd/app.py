@@ -29,6 +29,7 @@ from megapodd.mqtt.command_subscription import CommandSubscription
 from megapodd.mqtt.session import MqttSession
 from megapodd.mqtt.telemetry import Telemetry
 from megapodd.point_events import PointEvents
+from megapodd.power.controller import PowerController
 from megapodd.safety.engine import InterlockEngine
 from megapodd.safety.persist import AtomicFiles
 from megapodd.safety.rules import compile_rules
@@ -105,12 +106,20 @@ class Daemon:
         self.loops = LoopEngine(
             loops, zones, self.store, self.arbiter, self.events, _loop_clock
         )
+        self.power = (
+            PowerController(config, self.store, self.arbiter, self.events, _loop_clock)
+            if config.power is not None
+            else None
+        )
         self.point_events = PointEvents(self.store, self.events)
         self._subscribe()
         self.telemetry.add_retained_topic("interlocks", self.interlocks.snapshot)
         self.interlocks.add_listener(lambda: self.telemetry.topic_changed("interlocks"))
         self.telemetry.add_retained_topic("loops", self.loops.snapshot)
         self.loops.add_listener(lambda: self.telemetry.topic_changed("loops"))
+        if self.power is not None:
+            self.telemetry.add_retained_topic("power", self.power.snapshot)
+            self.power.add_listener(lambda: self.telemetry.topic_changed("power"))
         duties = [
             # Four heartbeats per CDU watchdog period: one may wait behind a poll.
             TickDuty(
@@ -124,6 +133,11 @@ class Daemon:
         duties += [
             TickDuty(0.0, self.loops.tick, "control loops", vital=True),
             TickDuty(0.0, self.arbiter.tick, "output expiry and retries", vital=True),
+            *(
+                [TickDuty(0.0, self.power.tick, "power budget", vital=True)]
+                if self.power is not None
+                else []
+            ),
             TickDuty(_STALENESS_CHECK_S, self._check_output_feedback, "output feedback"),
             TickDuty(_STALENESS_CHECK_S, self._refresh_staleness, "point staleness", vital=True),
             TickDuty(_STALENESS_CHECK_S, self.interlocks.check_inputs, "safety", vital=True),
@@ -145,6 +159,7 @@ class Daemon:
             self.loops,
             _loop_clock,
             self.pod_info,
+            self.power,
         )
         audit = self.commands.audit.refused
         self.api = ApiServer(

@@ -236,6 +236,40 @@ class ControlConfig(_Section):
     tick_s: float = Field(default=0.1, ge=0.01, le=5.0)
 
 
+MAX_BUDGET_W = 10_000_000.0  # 10 MW: far past any pod's feed
+
+
+class PowerConfig(_Section):
+    """The pod's power budget and breaker protection (docs/power.md)."""
+
+    # The pod's electrical budget; none: only the phases' breakers are protected.
+    budget_w: float | None = Field(default=None, gt=0.0, le=MAX_BUDGET_W)
+    # The most a run-time budget change may set (megapodctl power budget, MQTT);
+    # default: budget_w (a run-time change can only lower it).
+    max_budget_w: float | None = Field(default=None, gt=0.0, le=MAX_BUDGET_W)
+    # Each PDU phase is held below this share of its breaker's rating
+    # (80 %: the continuous-load rule).
+    phase_limit_pct: float = Field(default=80.0, gt=0.0, le=100.0)
+    # Headroom must last this long before caps are raised again.
+    release_s: float = Field(default=60.0, ge=1.0, le=3600.0)
+
+    @model_validator(mode="after")
+    def _bounds_fit(self) -> Self:
+        if self.max_budget_w is not None:
+            if self.budget_w is None:
+                raise ValueError("max_budget_w needs budget_w")
+            if self.max_budget_w < self.budget_w:
+                raise ValueError(
+                    f"max_budget_w {self.max_budget_w:g} W is below budget_w {self.budget_w:g} W"
+                )
+        return self
+
+    @property
+    def budget_ceiling_w(self) -> float | None:
+        """The largest budget a run-time change may set."""
+        return self.max_budget_w if self.max_budget_w is not None else self.budget_w
+
+
 class CduConfig(_Section):
     id: DeviceId
     url: str
@@ -272,6 +306,9 @@ class PduConfig(_Section):
     rack: int = Field(ge=1, le=MAX_RACK)
     # The rating of each phase's breaker: over it the phase trips (DEVICES.md §2).
     breaker_a: float = Field(default=32.0, gt=0.0, le=1000.0)
+    # The highest phase voltage the supply gives (line to neutral): a reading
+    # above it is implausible, and it bounds the plausible power.
+    supply_v_max: float = Field(default=264.0, ge=100.0, le=1000.0)
     fast_poll_s: float = Field(default=1.0, ge=0.1, le=60)
     slow_poll_s: float = Field(default=10.0, ge=0.5, le=600)
     timeout_s: float = Field(default=1.0, ge=MIN_TIMEOUT_S, le=MAX_TIMEOUT_S)
@@ -301,6 +338,8 @@ class BmcConfig(_Section):
     outlet: int | None = Field(default=None, ge=1, le=96)
     # Who keeps power longer when some must go (a breaker about to trip): higher.
     priority: int = Field(default=0, ge=0, le=100)
+    # The power budget never caps this server below this ([power], docs/power.md).
+    min_cap_w: float = Field(default=2000.0, ge=100.0, le=30_000.0)
     poll_s: float = Field(default=2.0, ge=0.2, le=60)
     # Chassis state, DCMI power, fan duty: 6 exchanges, not needed every sensor poll.
     slow_poll_s: float = Field(default=5.0, ge=0.2, le=600)
@@ -570,6 +609,7 @@ class Config(_Section):
     state: StateConfig = StateConfig()
     control: ControlConfig = ControlConfig()
     metrics: MetricsConfig = MetricsConfig()
+    power: PowerConfig | None = None
     cdu: list[CduConfig] = []
     pdu: list[PduConfig] = []
     bmc: list[BmcConfig] = []
@@ -591,6 +631,40 @@ class Config(_Section):
                 for b in self.bmc
             ]
         )
+
+    def min_budget_w(self) -> float:
+        """The smallest pod budget: every server at its min_cap_w."""
+        return sum(b.min_cap_w for b in self.bmc)
+
+    @model_validator(mode="after")
+    def _power_fits_pod(self) -> Self:
+        power = self.power
+        if power is None:
+            return self
+        problems: list[str] = []
+        if not self.pdu:
+            problems.append("the power budget needs at least one [[pdu]] to measure the pod")
+        unfed = [b.id for b in self.bmc if b.pdu is None or b.outlet is None]
+        if unfed:
+            problems.append(
+                f"the power budget needs each server's pdu and outlet (the phase that feeds it);"
+                f" missing on {', '.join(unfed[:5])}{' …' if len(unfed) > 5 else ''}"
+            )
+        floor = self.min_budget_w()
+        if power.budget_w is not None and power.budget_w < floor:
+            problems.append(
+                f"budget_w {power.budget_w:g} W is below the sum of the servers' min_cap_w "
+                f"({floor:g} W): the budget could never be met"
+            )
+        shared = [loop.id for loop in self.loop if loop.output.endswith("power_limit_w")]
+        if shared:
+            problems.append(
+                f"the power budget sets every server's power_limit_w at loop priority; "
+                f"loop {', '.join(shared)} would fight it for the same slot"
+            )
+        if problems:
+            raise ValueError("power: " + "; ".join(problems))
+        return self
 
 
 def _serial_line(kind: str, device: dict[str, object]) -> str | None:

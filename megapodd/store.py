@@ -34,14 +34,23 @@ class StoredPoint:
     quality: Quality
     ts: float  # wall clock (epoch s) of the reading, for people and subscribers
     mono_s: float  # loop clock of the last good reading, for staleness
+    reason: str | None = None  # why a reading is BAD, when the plausibility gate knows
+    # The last reading moved further than credible and was not confirmed: the
+    # value is still the last good one (drivers.base.Point.unconfirmed).
+    unconfirmed: bool = False
 
     def as_json(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "value": self.value,
             "unit": self.unit,
             "quality": self.quality.value,
             "ts": self.ts,
         }
+        if self.reason is not None:
+            out["reason"] = self.reason
+        if self.unconfirmed:
+            out["unconfirmed"] = True
+        return out
 
 
 @dataclass(slots=True)
@@ -109,27 +118,50 @@ class PointStore:
         return names
 
     def update(
-        self, device_id: str, readings: Mapping[str, Point], ts: float, mono_s: float
+        self,
+        device_id: str,
+        readings: Mapping[str, Point],
+        ts: float,
+        mono_s: float,
+        reasons: Mapping[str, str] | None = None,
     ) -> None:
-        """Record a group's readings; a bad reading keeps the last good one's mono_s."""
+        """Record a group's readings; a bad reading keeps the last good one's mono_s.
+
+        An unconfirmed reading changes nothing but the flag: the point keeps its
+        last good value (and ages as it would without a reading), and it is no
+        reading for the `readings` subscribers (the interlocks count reads)."""
         record = self._devices[device_id]
         changed: set[str] = set()
+        read: set[str] = set()
         for name, raw in readings.items():
-            reading = _finite(raw)
             old = record.points.get(name)
+            if raw.unconfirmed:
+                if old is not None and not old.unconfirmed:
+                    record.points[name] = replace(old, unconfirmed=True)
+                    changed.add(name)
+                continue
+            read.add(name)
+            reading = _finite(raw)
             last_good = (
                 mono_s
                 if reading.quality is Quality.GOOD
                 else (old.mono_s if old is not None else float("-inf"))
             )
-            new = StoredPoint(reading.value, reading.unit, reading.quality, ts, last_good)
+            reason = reasons.get(name) if reasons else None
+            new = StoredPoint(reading.value, reading.unit, reading.quality, ts, last_good, reason)
             record.points[name] = new
-            if old is None or old.value != new.value or old.quality != new.quality:
+            if (
+                old is None
+                or old.value != new.value
+                or old.quality != new.quality
+                or old.unconfirmed
+                or old.reason != new.reason
+            ):
                 changed.add(name)
         if changed:
             self._notify(device_id, frozenset(changed))
-        if self.readings and readings:
-            self.readings.notify(device_id, frozenset(readings))
+        if self.readings and read:
+            self.readings.notify(device_id, frozenset(read))
 
     def mark_stale(
         self, device_id: str, names: Iterable[str], now_mono_s: float, stale_after_s: float

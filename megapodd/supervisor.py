@@ -31,10 +31,11 @@ from typing import Any, Generic, TypeVar
 
 import structlog
 
-from drivers.base import DeviceDriver, Point, PollGroup
+from drivers.base import DeviceDriver, PlausibleLookup, Point, PollGroup
 from drivers.errors import ConfigurationError, DeviceError, DriverError, TransportError
 from megapodd.backoff import Backoff
 from megapodd.events import EventBus, Severity
+from megapodd.plausibility import PlausibilityGate
 from megapodd.store import DeviceState, PointStore
 
 log = structlog.get_logger("megapodd.supervisor")
@@ -182,6 +183,7 @@ class DeviceSupervisor(Generic[D]):
         settings: SupervisorSettings | None = None,
         on_connect: OnConnect[D] | None = None,
         wall_clock: Callable[[], float] = time.time,
+        plausible: PlausibleLookup | None = None,
     ) -> None:
         self.device_id = device_id
         self.driver = driver
@@ -201,6 +203,9 @@ class DeviceSupervisor(Generic[D]):
         self._connect_listeners: list[Callable[[], None]] = []
         self.polls_ok = 0
         self.polls_failed = 0
+        # Every reading passes this gate before the store sees it (megapodd/plausibility.py).
+        self._gate = PlausibilityGate(device_id, plausible, events) if plausible else None
+        self.unconfirmed = 0  # readings the driver could not confirm (kept at the last good)
         store.add_device(device_id, driver.kind)
 
     @property
@@ -212,6 +217,8 @@ class DeviceSupervisor(Generic[D]):
         return {
             "polls_ok": self.polls_ok,
             "polls_failed": self.polls_failed,
+            "implausible": self._gate.implausible if self._gate is not None else 0,
+            "unconfirmed": self.unconfirmed,
             **self.driver.link_stats(),
         }
 
@@ -393,6 +400,8 @@ class DeviceSupervisor(Generic[D]):
             await self.driver.connect()
             if self._on_connect is not None:
                 await self._on_connect(self.driver)
+        if self._gate is not None:
+            self._gate.forget_counters()
         for listener in self._connect_listeners:
             listener()  # queues work; it runs before the first poll
 
@@ -474,7 +483,11 @@ class DeviceSupervisor(Generic[D]):
             schedule.points = frozenset(readings)
         self._failure_streak = 0
         self._backoff.reset()
-        self._store.update(self.device_id, readings, self._wall_clock(), now_s)
+        reasons: dict[str, str] = {}
+        if self._gate is not None:
+            readings, reasons = self._gate.check(readings, now_s)
+        self.unconfirmed += sum(1 for point in readings.values() if point.unconfirmed)
+        self._store.update(self.device_id, readings, self._wall_clock(), now_s, reasons)
         if all(s.failures == 0 for s in self._schedules):
             self._set_state(DeviceState.ONLINE, "polling", Severity.INFO)
 

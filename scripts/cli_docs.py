@@ -207,6 +207,9 @@ def write(rec: Recorder, as_root: bool) -> str:
     add("### outputs\n\n" + OUTPUTS)
     add(block(rec.ctl("outputs")))
 
+    add("### power\n\n" + POWER)
+    add(block(rec.ctl("power", max_lines=24)))
+
     add("### interlocks\n\n" + INTERLOCKS)
     add(block(rec.ctl("interlocks", max_lines=30)))
 
@@ -241,6 +244,11 @@ def write(rec: Recorder, as_root: bool) -> str:
               rec.ctl("override", "cdu1.pump_speed_pct", "10"),
               rec.ctl("override", "cdu1.pump_speed_pct", "80", "--for", "9h"),
               rec.ctl("release", "cdu1.pump_speed_pct")))  # fmt: skip
+
+    add("### power budget\n\n" + POWER_BUDGET)
+    add(block(rec.ctl("power", "budget", "60000"),
+              rec.ctl("power", "budget", "90000"),
+              rec.ctl("power", "budget", "81600", "--json")))  # fmt: skip
 
     add("### loop … setpoint\n\n" + SETPOINT)
     add(block(rec.ctl("loop", "supply-temp", "setpoint", "31"),
@@ -330,10 +338,12 @@ command's arguments in `megapodd/commands/requests.py`).
 | `interlocks [--all]` | reader | the safety rules, with the instances that are tripped or latched |
 | `loops` | reader | the control loops: mode, input, output, terms |
 | `outputs [--all]` | reader | who holds each actuator, and every claim |
+| `power` | reader | the power budget, headroom, each phase's load, every cap and why |
 | `outlet PDU N on\\|off\\|reboot` | admin | switch a PDU outlet |
 | `server ID on\\|off\\|cycle\\|reset\\|soft` | admin | a server's chassis power |
 | `override OUTPUT VALUE [--for DURATION]` | admin | hold an output for a while (15 min, at most 8 h) |
 | `release OUTPUT` | admin | end an override early |
+| `power budget W` | admin | the pod's power budget until restart, within its configured bounds |
 | `loop ID setpoint VALUE` | admin | a loop's setpoint, within its configured limits |
 | `rack N open\\|isolate` | admin | a rack's coolant supply |
 | `reset RULE` | admin | reset a latched interlock once its cause is gone |
@@ -360,6 +370,12 @@ OUTPUTS = """The outputs someone claims, in rank order of the claims (interlock,
 fleet, loop, default): the value that wins, the value last confirmed on the
 device, and every claim with who made it and the time it has left. `--all`
 lists the unclaimed ones too (the device keeps its own setting).
+"""
+POWER = """The power budget (`[power]`, [power.md](power.md)): the pod's measured power
+against its budget and the headroom left, each PDU phase's current against its
+limit (`phase_limit_pct` of the breaker; `stale` in red: its servers are capped
+to their share), and every capped server with who caps it and why (`loop`: the
+budget; `interlock`, `override`, `fleet`: a higher owner, which wins).
 """
 INTERLOCKS = """One row per rule: what it watches and what it does, stage by stage; a rule
 per server or per phase is one row (`gpu-hot ×8`) with the instances that are
@@ -402,6 +418,11 @@ a discrete output (`cdu1.lead_pump pump2`, `cdu1.rack_1_isolation closed`).
 `release` ends your override early (or, if there is none, the fleet's). The
 older forms `override DEVICE OUTPUT VALUE` and `release DEVICE OUTPUT` are
 still taken.
+"""
+POWER_BUDGET = """A new budget until megapodd restarts, between the sum of the servers'
+`min_cap_w` and `[power] max_budget_w`; outside, it is refused with both bounds.
+Audited like every action (`command` event); the fleet's `cmd/power_budget`
+does the same.
 """
 SETPOINT = """Within the loop's `setpoint_min`/`setpoint_max` from the config; a loop run
 per device (`fan-zone`) changes on every device.

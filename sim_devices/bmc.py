@@ -15,7 +15,8 @@ it from the physics model:
   `power_limit_active`, `fan_duty_pct` (zones 0 and 1), `fan_mode` (0 standard,
   1 full: fans at 100 %).
 - `power_cap_w(now)`: the cap in force (None before it takes effect, 1 s after
-  activation, so "within 2 s" holds) for the physics model to respect.
+  activation, so "within 2 s" holds; a new limit set while one is active
+  takes over 1 s later, the old one holding meanwhile) for the physics model.
 - `advance(now)`: applies timed transitions (soft shutdown after
   `soft_shutdown_delay_s` = 30 s; power cycle: off, on again after 1 s) and, when
   `placeholder_physics` is True (the default, so it runs alone), sets fan rpm
@@ -29,7 +30,10 @@ it from the physics model:
   reading-unavailable}, `cancel_reservation_every` (lose the SDR reservation
   every N partial Get SDRs, as when another client reserves),
   `corrupt_sdr_reads` (the next N Get SDR replies carry one flipped bit in
-  otherwise valid hex: the corruption no framing check can see).
+  otherwise valid hex: the corruption no framing check can see),
+  `reading_corrupt_rate` (fraction of Get Sensor Reading answers with one hex
+  digit of the reading byte changed to another: well formed, wrong value;
+  counted in `readings_corrupted`).
 """
 
 from __future__ import annotations
@@ -101,6 +105,9 @@ class BmcState:
     power_cap_min_w: int = 100  # Set Power Limit below this answers C9
     power_limit_active: bool = False
     power_limit_activated_at: float = 0.0
+    # A new limit set while one is active takes over after the delay; the old
+    # one holds until then (a real BMC does not run uncapped in between).
+    power_limit_previous_w: int | None = None
     fan_duty_pct: list[int] = field(default_factory=lambda: [50] * FAN_ZONES)
     fan_mode: int = 0
     soft_shutdown_delay_s: float = SOFT_SHUTDOWN_DELAY_S
@@ -115,13 +122,22 @@ class BmcState:
     unavailable: set[str] = field(default_factory=set)
     cancel_reservation_every: int = 0
     corrupt_sdr_reads: int = 0
+    reading_corrupt_rate: float = 0.0
     # what happened (for tests and the orchestrator)
     resets: int = 0  # hard resets received
+    readings_corrupted: int = 0
 
     def power_cap_w(self, now: float) -> int | None:
-        if self.power_limit_active and now >= self.power_limit_activated_at + POWER_CAP_DELAY_S:
+        if not self.power_limit_active:
+            return None
+        if now >= self.power_limit_activated_at + POWER_CAP_DELAY_S:
             return self.power_limit_w
-        return None
+        return self.power_limit_previous_w
+
+    def power_limit_target_w(self) -> int | None:
+        """The limit set and active, at once: for a physical model whose own
+        power lag is the BMC's response (0.4 s, within 2 s as DEVICES.md says)."""
+        return self.power_limit_w if self.power_limit_active else None
 
     def advance(self, now: float) -> None:
         if self.shutdown_at is not None and now >= self.shutdown_at:
@@ -380,6 +396,13 @@ class SimBmc:
             if value >= threshold:
                 states |= 1 << bit
         flags = 0xC0 | (0x20 if unavailable else 0)
+        if s.reading_corrupt_rate > 0 and self._rng.random() < s.reading_corrupt_rate:
+            # One hex digit of the byte becomes another; the states stay true.
+            shift = self._rng.choice((0, 4))
+            digit = (raw >> shift) & 0xF
+            other = self._rng.choice([d for d in range(16) if d != digit])
+            raw = (raw & ~(0xF << shift)) | (other << shift)
+            s.readings_corrupted += 1
         return Response.to(req, 0, bytes((raw, flags, states)))
 
     def _thresholds(self, req: Request) -> Response:
@@ -454,9 +477,11 @@ class SimBmc:
                 raise _Refuse(CompletionCode.INVALID_LENGTH) from None
             if params.limit_w < s.power_cap_min_w:
                 raise _Refuse(CompletionCode.PARAMETER_OUT_OF_RANGE)
-            s.power_limit_w = params.limit_w
+            now = self._loop.time()
             if s.power_limit_active:
-                s.power_limit_activated_at = self._loop.time()
+                s.power_limit_previous_w = s.power_cap_w(now)
+                s.power_limit_activated_at = now
+            s.power_limit_w = params.limit_w
             return Response.to(req, 0, bytes((DCMI_GROUP,)))
         if req.cmd == Cmd.DCMI_ACTIVATE_POWER_LIMIT:
             _need(req, 4)
@@ -464,6 +489,7 @@ class SimBmc:
                 raise _Refuse(CompletionCode.INVALID_DATA_FIELD)
             if req.data[1] and not s.power_limit_active:
                 s.power_limit_activated_at = self._loop.time()
+                s.power_limit_previous_w = None
             s.power_limit_active = bool(req.data[1])
             return Response.to(req, 0, bytes((DCMI_GROUP,)))
         raise _Refuse(CompletionCode.INVALID_COMMAND)

@@ -194,6 +194,8 @@ class SimulatedCdu:
         self.tick_s = tick_s
         self.autostep = autostep
         self.silent = False
+        # Writes to 106 acknowledged but dropped (fault heartbeat-lost): the watchdog runs out.
+        self.heartbeats_lost = False
         # A slow controller: each write (FC 06/16) is answered, and applied, this late.
         self.write_latency_s = 0.0
         self.requests: deque[RequestRecord] = deque(maxlen=1000)
@@ -446,7 +448,7 @@ class SimulatedCdu:
             # Only 106 is a heartbeat (DEVICES.md): a daemon that rewrote the
             # timeout but never wrote 106 must see the watchdog expire.
             s.watchdog_timeout_s = value
-        elif address == 106:
+        elif address == 106 and not self.heartbeats_lost:
             s.heartbeat_value = value
             self._heartbeat()
         elif address == 107:

@@ -88,6 +88,14 @@ def _parser() -> argparse.ArgumentParser:
         help="the daemon's /metrics address in the written config; '' for off",
     )
     run.add_argument("--pod-id", default="pod-sim")
+    run.add_argument(
+        "--oversubscribe",
+        type=float,
+        default=1.0,
+        metavar="RATIO",
+        help="size the phase breakers and the pod's feed for peak / RATIO "
+        "(1.0-3.0; default 1.0: every server at peak fits)",
+    )
     _state_dir(run)
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
@@ -173,6 +181,7 @@ def _run(args: argparse.Namespace) -> int:
             mqtt_url=args.mqtt_url,
             metrics_listen=args.metrics_listen,
             write_config=args.write_config,
+            oversubscribe=args.oversubscribe,
         )
         pod = SimPod(options)
     except (LayoutError, ConfigWriteError, ValueError) as exc:

@@ -16,7 +16,15 @@ from pathlib import Path
 
 from sim_devices.control_loops import default_loops
 from sim_devices.physics import constants as k
-from sim_devices.profiles import CDU_ID, PodLayout, PortPlan, SimPaths, breaker_rating_a
+from sim_devices.profiles import (
+    CDU_ID,
+    PodLayout,
+    PortPlan,
+    SimPaths,
+    breaker_rating_a,
+    check_oversubscribe,
+    feed_w,
+)
 from sim_devices.safety_rules import PHASE_VOLTAGE_V, PduRating, default_rules
 
 _POD_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")  # the daemon's DeviceId rule
@@ -28,6 +36,10 @@ PDU_FAST_POLL_S = 1.0
 PDU_SLOW_POLL_S = 10.0
 BMC_POLL_S = 2.0
 BMC_BAUD = 115_200
+# The budget holds each phase at 80 % of its breaker (continuous load) and
+# raises caps after a minute of headroom.
+POWER_PHASE_LIMIT_PCT = 80.0
+POWER_RELEASE_S = 60.0
 
 
 class ConfigWriteError(ValueError):
@@ -45,8 +57,10 @@ class DaemonConfigSpec:
     mqtt_url: str = "mqtt://127.0.0.1:1883"
     host: str = "127.0.0.1"
     metrics_listen: str = "127.0.0.1:9108"  # the daemon's /metrics; "" = off
+    oversubscribe: float = 1.0  # breakers and feed sized for peak / this
 
     def __post_init__(self) -> None:
+        check_oversubscribe(self.oversubscribe)
         if not _POD_ID_RE.match(self.pod_id):
             raise ConfigWriteError(
                 f"pod id {self.pod_id!r} must be lower-case letters, digits, '-' or '_' "
@@ -62,9 +76,9 @@ def _s(text: str) -> str:
     return json.dumps(text, ensure_ascii=True)
 
 
-def pdu_ratings(layout: PodLayout) -> list[PduRating]:
+def pdu_ratings(layout: PodLayout, oversubscribe: float = 1.0) -> list[PduRating]:
     """Each PDU's phase breaker, and the most servers any of its phases feeds."""
-    breaker_a = breaker_rating_a(layout, k.SERVER_PEAK_W, PHASE_VOLTAGE_V)
+    breaker_a = breaker_rating_a(layout, k.SERVER_PEAK_W, PHASE_VOLTAGE_V, oversubscribe)
     per_phase: dict[tuple[str, int], int] = {}
     for server in layout.server_ids():
         plug = layout.plug(server)
@@ -76,6 +90,7 @@ def pdu_ratings(layout: PodLayout) -> list[PduRating]:
 def render_config(spec: DaemonConfigSpec) -> str:
     """The config file's text."""
     layout, ports, paths = spec.layout, spec.ports, spec.paths
+    ratings = {r.pdu: r for r in pdu_ratings(layout, spec.oversubscribe)}
     lines = [
         "# Written by megapod-sim: every device of the simulated pod.",
         f"# Layout: {layout.racks} racks x {layout.servers_per_rack} servers, "
@@ -102,6 +117,12 @@ def render_config(spec: DaemonConfigSpec) -> str:
         f"url = {_s(f'modbus+tcp://{spec.host}:{ports.cdu_port}')}",
         "unit = 1",
         f"poll_s = {CDU_POLL_S}",
+        "",
+        "# The pod's power budget: its feed (docs/power.md).",
+        "[power]",
+        f"budget_w = {feed_w(layout, k.SERVER_PEAK_W, spec.oversubscribe):.0f}",
+        f"phase_limit_pct = {POWER_PHASE_LIMIT_PCT:g}",
+        f"release_s = {POWER_RELEASE_S:g}",
     ]
     for pdu in layout.pdu_ids():
         lines += [
@@ -115,7 +136,7 @@ def render_config(spec: DaemonConfigSpec) -> str:
             'write_community = "private"',
             f"outlets = {layout.outlets_per_pdu}",
             f"rack = {layout.rack_of_pdu(pdu)}",
-            f"breaker_a = {breaker_rating_a(layout, k.SERVER_PEAK_W, PHASE_VOLTAGE_V):g}",
+            f"breaker_a = {ratings[pdu].breaker_a:g}",
             f"fast_poll_s = {PDU_FAST_POLL_S}",
             f"slow_poll_s = {PDU_SLOW_POLL_S}",
         ]
@@ -137,7 +158,7 @@ def render_config(spec: DaemonConfigSpec) -> str:
             f"outlet = {plug.outlet}",
             f"poll_s = {BMC_POLL_S}",
         ]
-    lines += default_rules(layout, pdu_ratings(layout))
+    lines += default_rules(layout, list(ratings.values()))
     lines += default_loops(layout)
     return "\n".join(lines) + "\n"
 

@@ -37,10 +37,13 @@ class FaultKind(enum.StrEnum):
     SENSOR_RANGE = "sensor-range"
     SILENT = "silent"
     GARBAGE = "garbage"
+    READING_CORRUPT = "reading-corrupt"
     BREAKER_TRIP = "breaker-trip"
     FACILITY_HOT = "facility-hot"
     WORKLOAD = "workload"
     FAN_FAIL = "fan-fail"
+    LOCAL_MODE = "local-mode"
+    HEARTBEAT_LOST = "heartbeat-lost"
 
 
 USAGE: dict[FaultKind, str] = {
@@ -50,10 +53,13 @@ USAGE: dict[FaultKind, str] = {
     FaultKind.SENSOR_RANGE: "sensor-range <device> <point>",
     FaultKind.SILENT: "silent <device>",
     FaultKind.GARBAGE: "garbage <bmc> <rate 0-1>",
+    FaultKind.READING_CORRUPT: "reading-corrupt <bmc> <rate 0-1>",
     FaultKind.BREAKER_TRIP: "breaker-trip <pdu> <phase 1-3>",
     FaultKind.FACILITY_HOT: "facility-hot <temp_c>",
     FaultKind.WORKLOAD: "workload <rack|all> <pct 0-100>",
     FaultKind.FAN_FAIL: f"fan-fail <server> <fan 1-{FANS_PER_SERVER}>",
+    FaultKind.LOCAL_MODE: "local-mode                  the CDU's panel switched to local",
+    FaultKind.HEARTBEAT_LOST: "heartbeat-lost              the CDU stops seeing heartbeats",
 }
 
 
@@ -64,10 +70,13 @@ ARITY: dict[FaultKind, int] = {
     FaultKind.SENSOR_RANGE: 2,
     FaultKind.SILENT: 1,
     FaultKind.GARBAGE: 2,
+    FaultKind.READING_CORRUPT: 2,
     FaultKind.BREAKER_TRIP: 2,
     FaultKind.FACILITY_HOT: 1,
     FaultKind.WORKLOAD: 2,
     FaultKind.FAN_FAIL: 2,
+    FaultKind.LOCAL_MODE: 0,
+    FaultKind.HEARTBEAT_LOST: 0,
 }
 
 
@@ -180,6 +189,20 @@ class Garbage:
 
 
 @dataclass(frozen=True, slots=True)
+class ReadingCorrupt:
+    """One hex digit of the reading byte changed in this fraction of the BMC's
+    Get Sensor Reading answers: a well-formed frame no framing check can see."""
+
+    kind: ClassVar[FaultKind] = FaultKind.READING_CORRUPT
+    server: ServerId
+    rate: float
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        return (self.kind, self.server.name)
+
+
+@dataclass(frozen=True, slots=True)
 class BreakerTrip:
     kind: ClassVar[FaultKind] = FaultKind.BREAKER_TRIP
     pdu: str
@@ -224,6 +247,31 @@ class FanFail:
         return (self.kind, self.server.name, str(self.fan))
 
 
+@dataclass(frozen=True, slots=True)
+class LocalMode:
+    """The CDU's front panel is switched to local: it runs its own constant-Δp
+    mode and refuses remote writes to 100-104 and 108 (DEVICES.md, status b7)."""
+
+    kind: ClassVar[FaultKind] = FaultKind.LOCAL_MODE
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        return (self.kind,)
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatLost:
+    """Heartbeat writes to register 106 are acknowledged but never reach the CDU's
+    controller (a gateway that answers for it): its watchdog expires after 105 s
+    and it drives its failsafe speed (status b6) until a heartbeat gets through."""
+
+    kind: ClassVar[FaultKind] = FaultKind.HEARTBEAT_LOST
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        return (self.kind,)
+
+
 Fault = (
     Leak
     | PumpSeize
@@ -231,10 +279,13 @@ Fault = (
     | SensorRange
     | Silent
     | Garbage
+    | ReadingCorrupt
     | BreakerTrip
     | FacilityHot
     | Workload
     | FanFail
+    | LocalMode
+    | HeartbeatLost
 )
 
 
@@ -252,7 +303,7 @@ def describe(fault: Fault) -> str:
             words += [device, point]
         case Silent(device=device):
             words.append(device)
-        case Garbage(server=server, rate=rate):
+        case Garbage(server=server, rate=rate) | ReadingCorrupt(server=server, rate=rate):
             words += [server.name, f"{rate:g}"]
         case BreakerTrip(pdu=pdu, phase=phase):
             words += [pdu, str(phase)]
@@ -299,6 +350,12 @@ def parse_fault(name: str, args: Sequence[str], catalog: DeviceCatalog) -> Fault
             if not 0.0 < rate <= 1.0:
                 raise FaultError(f"garbage rate is a fraction of replies, 0 < rate <= 1: {rate}")
             return Garbage(server, rate)
+        case FaultKind.READING_CORRUPT:
+            server = _bmc(args[0], catalog, kind)
+            rate = _number(args[1], "rate")
+            if not 0.0 < rate <= 1.0:
+                raise FaultError(f"reading-corrupt rate is a fraction, 0 < rate <= 1: {rate}")
+            return ReadingCorrupt(server, rate)
         case FaultKind.BREAKER_TRIP:
             if catalog.kind_of(args[0]) is not DeviceKind.PDU:
                 raise FaultError(f"breaker-trip needs a PDU, {args[0]!r} is not one")
@@ -320,6 +377,10 @@ def parse_fault(name: str, args: Sequence[str], catalog: DeviceCatalog) -> Fault
             return FanFail(
                 _bmc(args[0], catalog, kind), _int_in(args[1], "fan", 1, FANS_PER_SERVER)
             )
+        case FaultKind.LOCAL_MODE:
+            return LocalMode()
+        case FaultKind.HEARTBEAT_LOST:
+            return HeartbeatLost()
     raise AssertionError(kind)  # pragma: no cover - match is exhaustive
 
 
@@ -331,7 +392,7 @@ def clear_key(name: str, args: Sequence[str], catalog: DeviceCatalog) -> tuple[s
     if kind in (FaultKind.SENSOR_STUCK, FaultKind.SENSOR_RANGE):
         catalog.kind_of(args[0])
         return ("sensor", *args[:2])
-    if kind is FaultKind.FACILITY_HOT:
+    if kind in (FaultKind.FACILITY_HOT, FaultKind.LOCAL_MODE, FaultKind.HEARTBEAT_LOST):
         return (kind,)
     if kind is FaultKind.WORKLOAD and args[0] == "all":
         return (kind, "all")
@@ -399,7 +460,8 @@ def _rack_or_server(text: str, layout: PodLayout) -> tuple[int, ServerId | None]
 def _bmc(device: str, catalog: DeviceCatalog, kind: FaultKind) -> ServerId:
     """A server of this pod, named by its BMC's device id."""
     if catalog.kind_of(device) is not DeviceKind.BMC:
-        what = "a BMC (serial line)" if kind is FaultKind.GARBAGE else "a server's BMC"
+        serial = kind in (FaultKind.GARBAGE, FaultKind.READING_CORRUPT)
+        what = "a BMC (serial line)" if serial else "a server's BMC"
         raise FaultError(f"{kind} needs {what}, {device!r} is not one")
     return ServerId.parse(device)
 

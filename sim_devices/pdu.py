@@ -14,7 +14,8 @@ orchestrator drives is `SimulatedPdu.model`, a `PduModel`:
   device_power, device_energy, phase_current, phase_voltage, phase_power,
   outlet_current, outlet_power, outlet_energy.
 - `stuck`: a sensor fault per daemon point name (`power_w`, `energy_kwh`,
-  `phase<p>_current_a`, `phase<p>_voltage_v`, `phase<p>_power_w`): a value in
+  `phase<p>_current_a`, `phase<p>_voltage_v`, `phase<p>_power_w`; also
+  `outlet_<NN>_current_a`, `outlet_<NN>_power_w`): a value in
   the point's unit that the meter reports instead of the truth, or None for a
   broken transmitter (the top of the INTEGER range).
 - `SimulatedPdu.silent = True`: the agent stops answering (device silent).
@@ -385,8 +386,10 @@ def _add_outlet(mib: Mib, model: PduModel, outlet: Outlet, metered: Metered) -> 
         check=_check_command,
         apply=apply,
     )
-    mib.add((*meter, 6, n), metered("outlet_current", lambda: model.outlet_current_a(n) * 10))
-    mib.add((*meter, 7, n), metered("outlet_power", lambda: outlet.power_w))
+    name = f"outlet_{n:02d}"
+    amps = lambda: model.outlet_current_a(n) * 10  # noqa: E731 - tenths of A
+    mib.add((*meter, 6, n), metered("outlet_current", amps, f"{name}_current_a", 0.1))
+    mib.add((*meter, 7, n), metered("outlet_power", lambda: outlet.power_w, f"{name}_power_w"))
     mib.add((*meter, 11, n), metered("outlet_energy", lambda: model.outlet_energy_kwh(n) * 10))
 
 

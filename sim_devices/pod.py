@@ -29,7 +29,14 @@ from sim_devices.control import ControlServer
 from sim_devices.pdu import serve_pdus
 from sim_devices.physics import PodModel, ServerId
 from sim_devices.physics import constants as k
-from sim_devices.profiles import CDU_ID, PodLayout, PortPlan, SimPaths
+from sim_devices.profiles import (
+    CDU_ID,
+    PodLayout,
+    PortPlan,
+    SimPaths,
+    check_oversubscribe,
+    feed_w,
+)
 from sim_devices.wiring.bmc import BmcLink, bmc_specs
 from sim_devices.wiring.cdu import CDU_POINTS, CduLink, cdu_state_for
 from sim_devices.wiring.pdu import PDU_POINTS, PduLink, pdu_specs
@@ -57,8 +64,11 @@ class PodOptions:
     mqtt_url: str = "mqtt://127.0.0.1:1883"
     metrics_listen: str = "127.0.0.1:9108"
     write_config: Path | None = None
+    # Breakers and the pod's feed sized for peak / this (1.0: every server at peak fits).
+    oversubscribe: float = 1.0
 
     def __post_init__(self) -> None:
+        check_oversubscribe(self.oversubscribe)
         if not 0.0 < self.speed <= 1_000.0:
             raise ValueError(f"speed must be > 0 and <= 1000 simulated s per wall s: {self.speed}")
         if not 0.01 <= self.tick_s <= 5.0:
@@ -83,6 +93,7 @@ class PodOptions:
             self.mqtt_url,
             self.host,
             self.metrics_listen,
+            self.oversubscribe,
         )
 
 
@@ -122,7 +133,8 @@ class SimPod:
             cdu = SimulatedCdu(cdu_state_for(self.model), physics=False)
             await cdu.start(opts.host, opts.ports.cdu_port)
             stack.push_async_callback(cdu.close)
-            pdus = await serve_pdus(pdu_specs(opts.layout, opts.ports, opts.host))
+            specs = pdu_specs(opts.layout, opts.ports, opts.host, opts.oversubscribe)
+            pdus = await serve_pdus(specs)
             stack.push_async_callback(pdus.close)
             bmcs = await serve_bmcs(
                 bmc_specs(self.model, opts.ports, opts.seed), opts.paths.pty_dir
@@ -327,6 +339,8 @@ class SimPod:
                 self._set_silent(fault, True)
             case f.Garbage(server=server, rate=rate):
                 links.bmc.state(server).garbage_rate = rate
+            case f.ReadingCorrupt(server=server, rate=rate):
+                links.bmc.state(server).reading_corrupt_rate = rate
             case f.BreakerTrip(pdu=pdu, phase=phase):
                 links.pdu.trip(pdu, phase)
             case f.FacilityHot(temp_c=temp_c):
@@ -335,6 +349,10 @@ class SimPod:
                 model.set_workload(pct, rack)
             case f.FanFail(server=server, fan=fan):
                 model.server(server).failed_fans.add(fan)
+            case f.LocalMode():
+                links.cdu.sim.state.local_mode = True
+            case f.HeartbeatLost():
+                links.cdu.sim.heartbeats_lost = True
 
     def _undo(self, fault: f.Fault) -> None:
         links, model = self.links, self.model
@@ -359,6 +377,8 @@ class SimPod:
                 self._set_silent(fault, False)
             case f.Garbage(server=server):
                 links.bmc.state(server).garbage_rate = 0.0
+            case f.ReadingCorrupt(server=server):
+                links.bmc.state(server).reading_corrupt_rate = 0.0
             case f.BreakerTrip(pdu=pdu, phase=phase):
                 links.pdu.reset_breaker(pdu, phase)
             case f.FacilityHot():
@@ -374,6 +394,10 @@ class SimPod:
                         model.set_workload(other.pct, other.rack)
             case f.FanFail(server=server, fan=fan):
                 model.server(server).failed_fans.discard(fan)
+            case f.LocalMode():
+                links.cdu.sim.state.local_mode = False
+            case f.HeartbeatLost():
+                links.cdu.sim.heartbeats_lost = False
 
     def _set_silent(self, fault: f.Silent, silent: bool) -> None:
         links = self.links
@@ -427,6 +451,8 @@ class SimPod:
                 "outlets_per_pdu": self.options.layout.outlets_per_pdu,
             },
             "total_power_w": snap.total_power_w,
+            # The pod's feed, sized for peak / --oversubscribe.
+            "feed_w": feed_w(self.options.layout, k.SERVER_PEAK_W, self.options.oversubscribe),
             "cooling": snap.cooling.to_json(),
             CDU_ID: {
                 "port": cdu.port,

@@ -11,6 +11,7 @@ phases. Each server has one feed; a server on an outlet that is off is off.
 from __future__ import annotations
 
 import enum
+import math
 import os
 import tempfile
 from dataclasses import dataclass
@@ -101,18 +102,41 @@ class PodLayout:
         return 1 <= server.rack <= self.racks and 1 <= server.slot <= self.servers_per_rack
 
 
-def breaker_rating_a(layout: PodLayout, peak_w: float, voltage_v: float) -> float:
+MAX_OVERSUBSCRIBE = 3.0  # beyond Dynamo/Thunderbolt/POLCA's 9-30 % by far
+
+
+def check_oversubscribe(ratio: float) -> float:
+    if not 1.0 <= ratio <= MAX_OVERSUBSCRIBE:
+        raise LayoutError(f"oversubscribe must be 1.0-{MAX_OVERSUBSCRIBE:g}, got {ratio:g}")
+    return ratio
+
+
+def breaker_rating_a(
+    layout: PodLayout, peak_w: float, voltage_v: float, oversubscribe: float = 1.0
+) -> float:
     """Phase breaker sized like an electrician would: the next standard rating at
-    or above the busiest phase's peak current / 0.8 (80 % continuous rule)."""
+    or above the busiest phase's peak current / 0.8 (80 % continuous rule).
+
+    Oversubscribed (ratio > 1): for the busiest phase's peak / ratio, to the
+    whole ampere: the standard steps (100 A, 125 A, ...) would hide most of the
+    oversubscription, and the point is a pod whose phases can trip at peak."""
+    check_oversubscribe(oversubscribe)
     per_phase: dict[tuple[str, int], int] = {}
     for server in layout.server_ids():
         plug = layout.plug(server)
         per_phase[plug.pdu_id, plug.phase] = per_phase.get((plug.pdu_id, plug.phase), 0) + 1
-    need_a = max(per_phase.values()) * peak_w / voltage_v / 0.8
+    need_a = max(per_phase.values()) * peak_w / oversubscribe / voltage_v / 0.8
+    if oversubscribe > 1.0:
+        return float(math.ceil(need_a))
     for rating in STANDARD_BREAKERS_A:
         if rating >= need_a:
             return rating
     return need_a
+
+
+def feed_w(layout: PodLayout, peak_w: float, oversubscribe: float = 1.0) -> float:
+    """The pod's power feed: every server at peak / the oversubscription ratio."""
+    return layout.server_count * peak_w / check_oversubscribe(oversubscribe)
 
 
 def pdu_id(rack: int, index: int) -> str:

@@ -1,9 +1,11 @@
-"""Small helpers for tests: free ports, waiting on sockets and conditions."""
+"""Small helpers for tests and benchmarks: free ports, waiting on sockets and
+conditions, running and stopping child processes without leaving them behind."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -77,3 +79,38 @@ def child_pids() -> set[int]:
         if ppid == me and state != "Z":
             children.add(int(entry.name))
     return children
+
+
+async def communicate(
+    proc: asyncio.subprocess.Process, timeout_s: float
+) -> tuple[int, bytes, bytes]:
+    """Wait for a child to finish: (exit code, stdout, stderr; b"" where not piped).
+
+    On a timeout or a cancellation the child is killed and reaped before the
+    error goes on, so no test leaves it running."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            out, err = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode is not None
+    return proc.returncode, out or b"", err or b""
+
+
+async def stop_processes(
+    *procs: asyncio.subprocess.Process, timeout_s: float, sig: int = signal.SIGTERM
+) -> None:
+    """Ask children to stop (`sig`, last started first), wait up to `timeout_s`
+    for each, then kill and reap whichever is still running."""
+    for proc in reversed(procs):
+        if proc.returncode is None:
+            proc.send_signal(sig)
+    for proc in procs:
+        try:
+            async with asyncio.timeout(timeout_s):
+                await proc.wait()
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()

@@ -23,6 +23,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.helpers import communicate
+
 # Lists, as JSON, the file or package directory of every non-standard module
 # `megapodd.ctl.main` pulls in.
 _CLOSURE = """
@@ -118,12 +120,5 @@ async def run_as(
         setpriv, f"--reuid={uid}", f"--regid={gid}", "--clear-groups", *cli.argv(*args),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
-    try:
-        async with asyncio.timeout(timeout_s):
-            out, _ = await proc.communicate()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode()
+    code, out, _ = await communicate(proc, timeout_s)
+    return code, out.decode()

@@ -10,6 +10,8 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+from tests.helpers import communicate
+
 RPDU2_OUTLET_STATE = "1.3.6.1.4.1.318.1.1.26.9.2.3.1.5"
 # "[102]: \t7000": mbpoll prints each register unsigned.
 _MBPOLL_LINE = re.compile(r"^\[(\d+)\]:\s+(\d+)", re.MULTILINE)
@@ -25,14 +27,8 @@ async def run_tool(
         tool, *argv[1:], stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         env=env,
     )
-    try:
-        async with asyncio.timeout(timeout_s):
-            out, err = await proc.communicate()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    return proc.returncode or 0, out.decode(), err.decode()
+    code, out, err = await communicate(proc, timeout_s)
+    return code, out.decode(), err.decode()
 
 
 async def _run(*argv: str, env: dict[str, str] | None = None) -> str:
@@ -43,8 +39,17 @@ async def _run(*argv: str, env: dict[str, str] | None = None) -> str:
 
 async def mbpoll_holding(port: int, address: int, count: int = 1) -> list[int]:
     """Holding registers read with mbpoll (protocol addresses, as DEVICES.md gives them)."""
+    return await _mbpoll_read(port, "4", address, count)
+
+
+async def mbpoll_input(port: int, address: int, count: int = 1) -> list[int]:
+    """Input registers read with mbpoll (protocol addresses, as DEVICES.md gives them)."""
+    return await _mbpoll_read(port, "3", address, count)
+
+
+async def _mbpoll_read(port: int, table: str, address: int, count: int) -> list[int]:
     out = await _run(
-        "mbpoll", "-m", "tcp", "-p", str(port), "-a", "1", "-t", "4", "-0", "-1",
+        "mbpoll", "-m", "tcp", "-p", str(port), "-a", "1", "-t", table, "-0", "-1",
         "-r", str(address), "-c", str(count), "127.0.0.1",
     )
     return [int(value) for _, value in _MBPOLL_LINE.findall(out)]
@@ -66,6 +71,12 @@ async def snmpget_outlet(port: int, outlet: int, scratch: Path) -> str:
 
 async def snmpget_outlets(port: int, outlets: Sequence[int], scratch: Path) -> list[str]:
     """Outlets' states in one snmpget request: "on" or "off" each, in order."""
+    values = await snmpget_values(port, [f"{RPDU2_OUTLET_STATE}.{o}" for o in outlets], scratch)
+    return [{"1": "off", "2": "on"}[value] for value in values]
+
+
+async def snmpget_values(port: int, oids: Sequence[str], scratch: Path) -> list[str]:
+    """The values of `oids` as net-snmp's snmpget prints them (-Oqv), in order."""
     scratch = scratch / "snmp-tools"  # kept away from ~/.snmp and /var/lib/snmp
     scratch.mkdir(exist_ok=True)
     env = {
@@ -75,8 +86,5 @@ async def snmpget_outlets(port: int, outlets: Sequence[int], scratch: Path) -> l
         "MIBS": "",
         "MIBDIRS": str(scratch),
     }
-    out = await _run(
-        "snmpget", "-v2c", "-c", "public", "-Oqv", f"127.0.0.1:{port}",
-        *(f"{RPDU2_OUTLET_STATE}.{outlet}" for outlet in outlets), env=env,
-    )  # fmt: skip
-    return [{"1": "off", "2": "on"}[line.strip()] for line in out.splitlines()]
+    out = await _run("snmpget", "-v2c", "-c", "public", "-Oqv", f"127.0.0.1:{port}", *oids, env=env)
+    return [line.strip() for line in out.splitlines()]

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from drivers.base import DeviceKind, Point, PollGroup, Quality
+from drivers.base import DeviceKind, Plausible, Point, PollGroup, Quality
 from drivers.errors import ConfigurationError, DeviceError, TransportError, ValueRejected
 from drivers.ipmi.client import IpmiClient, IpmiCompletionError, IpmiCounters, IpmiTimeout
 from drivers.ipmi.codec import CompletionCode, NetFn
@@ -59,6 +59,41 @@ _SUSPECT_SDR_CODES = (CompletionCode.CANNOT_RETURN_BYTES, CompletionCode.PARAMET
                       CompletionCode.INVALID_DATA_FIELD)
 MAX_SDR_RECORDS = 1024  # a repository with more is broken (or a next-record loop)
 THRESHOLD_NAMES = ("lnc", "lc", "lnr", "unc", "uc", "unr")
+
+
+@dataclass(frozen=True, slots=True)
+class SensorKind:
+    """What a kind of analog sensor can read (a physical band, inside which the
+    SDR's own min/max applies too) and the largest change between two reads
+    believed without reading again."""
+
+    low: float
+    high: float
+    credible_step: float
+
+
+# By the SDR's unit. Temperatures: silicon and air between -40 and 150 C; 1 K
+# between two reads (polls 0.5-2 s apart; faster moves are re-read). Fans
+# below 30,000 RPM, a server below 30 kW (DGX B200 peaks at 14.3 kW).
+SENSOR_KINDS: dict[str, SensorKind] = {
+    "C": SensorKind(-40.0, 150.0, 1.0),
+    "RPM": SensorKind(0.0, 30_000.0, 500.0),
+    "W": SensorKind(0.0, 30_000.0, 500.0),
+    "V": SensorKind(0.0, 1_000.0, 1.0),
+    "A": SensorKind(0.0, 1_000.0, 2.0),
+    "%": SensorKind(0.0, 100.0, 5.0),
+}
+# Terminal Mode has no checksum: a reading that moves by more than its credible
+# step is read again at once, and believed when CONFIRM_READS reads in a row
+# show the same value (or a read shows it back within the step: the move was
+# line noise). Two agreeing copies of a corrupted byte come from 1 in 30 pairs
+# of corrupted answers (the same hex digit changed alike); three from 1 in 900.
+CONFIRM_READS = 3
+CONFIRM_ATTEMPTS = 6  # reads of one sensor in one poll, at most
+_STATUS_PLAUSIBLE: dict[str, Plausible] = {
+    "power_w": Plausible(0.0, SENSOR_KINDS["W"].high),
+    "fan_duty_pct": Plausible(0.0, 100.0),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,8 +179,12 @@ class BmcDriver:
         self._line: SerialLine | None = None
         self._sdr: SdrSnapshot | None = None
         self._thresholds: dict[str, Thresholds] = {}
+        self._plausible: dict[str, Plausible] = dict(_STATUS_PLAUSIBLE)
+        self._steps: dict[str, float] = {}  # credible step per analog sensor's point
+        self._believed: dict[str, float] = {}  # the last confirmed value per point
         self.device_id: DeviceId | None = None
         self.sdr_reads = 0
+        self.confirm_reads = 0  # sensor reads made again to confirm a large move
 
     # -- DeviceDriver -----------------------------------------------------------------
 
@@ -160,7 +199,12 @@ class BmcDriver:
             "retries": max(0, c.attempts - c.requests),
             "frame_errors": c.frame_errors + c.stale_replies,
             "device_errors": c.completion_errors,
+            "confirm_reads": self.confirm_reads,
         }
+
+    def plausible(self, point: str) -> Plausible | None:
+        """What the point can read: its sensor's SDR range within its kind's band."""
+        return self._plausible.get(point)
 
     def poll_groups(self) -> Sequence[PollGroup]:
         return tuple(PollGroup(g.name, g.period_s) for g in self.groups.values())
@@ -329,23 +373,58 @@ class BmcDriver:
         self._require_line()
         points: dict[str, Point] = {}
         polled = self._sdr.polled if self._sdr is not None else ()
-        call = self._client.call
         for sensor in polled:
             if not wanted(sensor.record):
                 continue
-            try:
-                rsp = await call(NetFn.SENSOR_EVENT, Cmd.GET_SENSOR_READING, sensor.request)
-                reading = SensorReading.from_bytes(rsp.data)
-            except IpmiTimeout:
-                raise  # the BMC is silent: the whole poll failed
-            except (IpmiFrameError, IpmiCompletionError) as exc:
-                # Noise that outlasted the retries, or a refusal for this sensor only.
-                log.debug("bmc_sensor_unreadable", bmc=self.name, sensor=sensor.name,
-                          error=str(exc))
-                points[sensor.name] = Point(None, sensor.unit, Quality.BAD)
-                continue
-            points[sensor.name] = sensor_point(sensor.record, reading, sensor.unit)
+            point = await self._read_sensor(sensor)
+            step = self._steps.get(sensor.name)
+            if step is not None and point.quality is Quality.GOOD:
+                point = await self._confirmed(sensor, point, step)
+            points[sensor.name] = point
         return points
+
+    async def _read_sensor(self, sensor: _Polled) -> Point:
+        try:
+            rsp = await self._client.call(NetFn.SENSOR_EVENT, Cmd.GET_SENSOR_READING,
+                                          sensor.request)
+            reading = SensorReading.from_bytes(rsp.data)
+        except IpmiTimeout:
+            raise  # the BMC is silent: the whole poll failed
+        except (IpmiFrameError, IpmiCompletionError) as exc:
+            # Noise that outlasted the retries, or a refusal for this sensor only.
+            log.debug("bmc_sensor_unreadable", bmc=self.name, sensor=sensor.name,
+                      error=str(exc))
+            return Point(None, sensor.unit, Quality.BAD)
+        return sensor_point(sensor.record, reading, sensor.unit)
+
+    async def _confirmed(self, sensor: _Polled, point: Point, step: float) -> Point:
+        """`point` if it is within `step` of the last believed value; else read
+        again until CONFIRM_READS agree, or one is back within the step. None
+        does within CONFIRM_ATTEMPTS: unconfirmed (the daemon keeps the last
+        good value and says so)."""
+        believed = self._believed.get(sensor.name)
+
+        def credible(value: float) -> bool:
+            return believed is not None and abs(value - believed) <= step
+
+        value = float(point.value)  # type: ignore[arg-type]  # analog: always a number
+        run = [value]
+        for _ in range(CONFIRM_ATTEMPTS - 1):
+            if credible(value) or len(run) >= CONFIRM_READS:
+                self._believed[sensor.name] = value
+                return point
+            self.confirm_reads += 1
+            point = await self._read_sensor(sensor)
+            if point.quality is not Quality.GOOD:
+                run = []
+                continue
+            value = float(point.value)  # type: ignore[arg-type]
+            run = [*run, value] if run and run[-1] == value else [value]
+        if point.quality is Quality.GOOD and (credible(value) or len(run) >= CONFIRM_READS):
+            self._believed[sensor.name] = value
+            return point
+        log.debug("bmc_reading_unconfirmed", bmc=self.name, sensor=sensor.name, value=value)
+        return Point(point.value, sensor.unit, Quality.GOOD, unconfirmed=True)
 
     async def _read_slow(self) -> dict[str, Point]:
         self._require_line()
@@ -443,6 +522,14 @@ class BmcDriver:
         self._sdr = SdrSnapshot(info.addition_timestamp, info.erase_timestamp, tuple(records),
                                 polled)
         self._thresholds = thresholds
+        self._plausible = dict(_STATUS_PLAUSIBLE)
+        self._steps, self._believed = {}, {}
+        for sensor in polled:
+            if sensor.record.is_analog:
+                plausible, step = sensor_plausible(sensor.record)
+                self._plausible[sensor.name] = plausible
+                if step is not None:
+                    self._steps[sensor.name] = step
         self.sdr_reads += 1
 
     async def _reserve(self) -> int:
@@ -549,6 +636,19 @@ def _unique_point_names(records: Sequence[SensorRecord]) -> list[str]:
         suffix = next((x for x in _UNIT_SUFFIXES if name.endswith(x)), "")
         unique.append(f"{name.removesuffix(suffix)}_s{record.sensor_number}{suffix}")
     return unique
+
+
+def sensor_plausible(record: SensorRecord) -> tuple[Plausible, float | None]:
+    """An analog sensor's plausible range (its SDR min/max within its kind's
+    band) and its credible step between two reads (None: a unit without a kind)."""
+    low, high = record.valid_min, record.valid_max
+    kind = SENSOR_KINDS.get(record.unit_symbol)
+    if kind is None:
+        return Plausible(low, high), None
+    resolution = abs(record.m) * 10.0**record.k2
+    return Plausible(max(low, kind.low), min(high, kind.high)), max(
+        kind.credible_step, 2 * resolution
+    )
 
 
 def sensor_point(record: SensorRecord, reading: SensorReading, unit: str | None = None) -> Point:

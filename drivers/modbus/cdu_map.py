@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from drivers.base import Point, Quality
+from drivers.base import Plausible, Point, Quality
 from drivers.errors import FrameError, ValueRejected
 
 # Contiguous blocks, each read in one request.
@@ -145,6 +145,28 @@ RACK_MASK_MAX = 0xFFFF
 
 # Raw values at the ends of int16/uint16 are what a broken transmitter reports.
 _TEMP_VALID_C = (-50.0, 150.0)
+
+
+# What each point can physically read (applied by the daemon's plausibility
+# gate). Coolant temperatures: the transmitter's band above. A pod CDU moves
+# at most a few thousand L/min (1.5 L/min per kW of a 1.2 MW pod is 1,800);
+# its piping is PN16 (1,600 kPa); a pod's heat load stays below 5 MW.
+_PERCENT = Plausible(0.0, 100.0)
+_PRESSURE_KPA = Plausible(0.0, 1600.0)
+PLAUSIBLE: Mapping[str, Plausible] = {
+    **{name: Plausible(*_TEMP_VALID_C) for name in (
+        "supply_temp_c", "return_temp_c", "facility_supply_temp_c", "facility_return_temp_c")},
+    "flow_lpm": Plausible(0.0, 3000.0),
+    "supply_pressure_kpa": _PRESSURE_KPA,
+    "return_pressure_kpa": _PRESSURE_KPA,
+    "diff_pressure_kpa": _PRESSURE_KPA,
+    "local_dp_setpoint_kpa": _PRESSURE_KPA,
+    **{name: _PERCENT for name in (
+        "pump1_speed_pct", "pump2_speed_pct", "reservoir_level_pct", "facility_valve_position_pct",
+        "pump_speed_setpoint_pct", "facility_valve_setpoint_pct", "failsafe_speed_pct")},
+    "heat_load_w": Plausible(0.0, 5_000_000.0),
+    "watchdog_timeout_s": Plausible(WATCHDOG_LIMIT.low, WATCHDOG_LIMIT.high),
+}
 
 
 def _int16(raw: int) -> int:

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 
 import structlog
 
-from drivers.base import DeviceKind, Point, PollGroup, Quality
+from drivers.base import DeviceKind, Plausible, Point, PollGroup, Quality
 from drivers.errors import ConfigurationError, DeviceError, ValueRejected
 from drivers.snmp.ber import Oid
 from drivers.snmp.client import ClientStats, SnmpClient
@@ -34,6 +34,9 @@ _OUTLET_CONTROL = (*RPDU2, 9, 2, 4, 1, 5)
 _OUTLET_METER = (*RPDU2, 9, 4, 3, 1)
 
 PHASES = 3
+# The highest line-to-neutral supply voltage: 240 V + 10 % (EN 50160). 0 V is
+# a phase that lost its supply.
+SUPPLY_V_MAX = 264.0
 MAX_OUTLETS = 96
 _UNLIMITED_VARBINDS = 4096  # until the agent says tooBig
 _STATE_OFF, _STATE_ON = 1, 2
@@ -74,6 +77,8 @@ class SnmpPduDriver:
         retries: int = 1,
         confirm_timeout_s: float = 10.0,
         confirm_interval_s: float = 0.5,
+        breaker_a: float = 32.0,
+        supply_v_max: float = SUPPLY_V_MAX,
     ) -> None:
         if not 1 <= outlets <= MAX_OUTLETS:
             raise ConfigurationError(f"pdu {host}: outlets {outlets} out of range 1..{MAX_OUTLETS}")
@@ -107,6 +112,7 @@ class SnmpPduDriver:
         self._max_varbinds = _UNLIMITED_VARBINDS
         self._fast = _fast_plan()
         self._slow = _slow_plan(outlets)
+        self._plausible = plausible_ranges(outlets, breaker_a, supply_v_max)
 
     # ------------------------------------------------------------ DeviceDriver
 
@@ -132,6 +138,10 @@ class SnmpPduDriver:
 
     def poll_groups(self) -> Sequence[PollGroup]:
         return self._groups
+
+    def plausible(self, point: str) -> Plausible | None:
+        """What the point can physically read (`plausible_ranges`)."""
+        return self._plausible.get(point)
 
     async def connect(self) -> None:
         """Open the socket and make sure the agent answers (v3: discovers its engine)."""
@@ -283,6 +293,39 @@ def _slow_plan(outlets: int) -> Plan:
     for n in range(1, outlets + 1):
         rows.append(((*_OUTLET_METER, 7, n), f"outlet_{n:02d}_power_w", _Convert("W")))
     return tuple(rows)
+
+
+# A breaker carries 1.45 times its rating for up to an hour before it must
+# trip (IEC 60898-1's conventional tripping current), so no phase, and no
+# outlet on it, reads more than that for long.
+BREAKER_MARGIN = 1.45
+# The energy counter is tenths of kWh in an INTEGER; a PDU at 100 kW for 100
+# years stays below 1e8 kWh. Reading at most 1 kWh after more is a reset.
+ENERGY_MAX_KWH = 1e8
+ENERGY_RESET_BELOW_KWH = 1.0
+
+
+def plausible_ranges(
+    outlets: int, breaker_a: float, supply_v_max: float = SUPPLY_V_MAX
+) -> dict[str, Plausible]:
+    """Every metered point's physical bounds, from the phase breaker's rating."""
+    current = Plausible(0.0, breaker_a * BREAKER_MARGIN)
+    phase_w = breaker_a * BREAKER_MARGIN * supply_v_max
+    ranges = {
+        "power_w": Plausible(0.0, PHASES * phase_w),
+        # The counter rises no faster than the PDU's largest power (kWh per second).
+        "energy_kwh": Plausible(0.0, ENERGY_MAX_KWH, counter=True,
+                                reset_below=ENERGY_RESET_BELOW_KWH,
+                                max_rise_per_s=PHASES * phase_w / 3.6e6, resolution=0.2),
+    }  # fmt: skip
+    for p in range(1, PHASES + 1):
+        ranges[f"phase{p}_current_a"] = current
+        ranges[f"phase{p}_voltage_v"] = Plausible(0.0, supply_v_max)
+        ranges[f"phase{p}_power_w"] = Plausible(0.0, phase_w)
+    for n in range(1, outlets + 1):
+        ranges[f"outlet_{n:02d}_current_a"] = current
+        ranges[f"outlet_{n:02d}_power_w"] = Plausible(0.0, phase_w)
+    return ranges
 
 
 def point_names(outlets: int) -> list[str]:

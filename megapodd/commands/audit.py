@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -63,5 +64,17 @@ class Audit:
             raise
         data["result"] = result
         data["duration_s"] = round(time.monotonic() - started, 3)
-        emit("command", Severity.INFO, source, f"{name} done: {result}", data)
+        emit("command", Severity.INFO, source, f"{name} done: {summary(result)}", data)
         return result
+
+
+def summary(result: Mapping[str, object]) -> str:
+    """A command's result as the words a technician reads in an event line:
+    `pdu=pdu-r2a outlet=7 state=off`; nested values as compact JSON."""
+    return " ".join(f"{key}={_word(value)}" for key, value in result.items())
+
+
+def _word(value: object) -> str:
+    if value is None or isinstance(value, str | int | float | bool):
+        return str(value)
+    return json.dumps(value, separators=(",", ":"), default=str)

@@ -89,6 +89,11 @@ class SetpointRequest(ActingRequest):
     setpoint: Number
 
 
+class PowerBudgetRequest(ActingRequest):
+    # The configured bounds (sum of min_cap_w, max_budget_w) are checked by the command.
+    watts: Number = Field(gt=0.0)
+
+
 class ResetRequest(ActingRequest):
     interlock: StrictStr = Field(min_length=1, max_length=64)
 

@@ -17,6 +17,7 @@ from megapodd.commands.requests import (
     OutletRequest,
     OverrideRequest,
     PointsRequest,
+    PowerBudgetRequest,
     RackRequest,
     ReleaseRequest,
     ResetRequest,
@@ -29,6 +30,7 @@ from megapodd.control.arbiter import Claim, OutputArbiter, Owner
 from megapodd.control.loops import LoopEngine, SetpointRefused
 from megapodd.devices import Devices
 from megapodd.events import EventBus
+from megapodd.power.controller import PowerController
 from megapodd.safety.engine import InterlockEngine, ResetRefused
 from megapodd.store import PointStore
 
@@ -48,7 +50,9 @@ class CommandService:
         loops: LoopEngine,
         clock: Callable[[], float],
         pod_info: Callable[[], dict[str, object]],
+        power: PowerController | None = None,
     ) -> None:
+        self._power = power
         self._store = store
         self._events = events
         self._devices = devices
@@ -82,6 +86,13 @@ class CommandService:
                 self._interlocks_status, EmptyRequest, reader, "interlock states"
             ),
             "loops": Command(self._loops_status, EmptyRequest, reader, "control loop states"),
+            "power": Command(
+                self._power_status, EmptyRequest, reader, "power budget, phase loads, caps"
+            ),
+            "power_budget": Command(
+                self._power_budget, PowerBudgetRequest, admin,
+                "change the pod's power budget (within [power] bounds)", fleet=True,
+            ),
             "setpoint": Command(
                 self._setpoint, SetpointRequest, admin, "change a loop's setpoint (within limits)"
             ),
@@ -123,6 +134,14 @@ class CommandService:
 
     async def _loops_status(self, _request: EmptyRequest, _caller: Caller) -> object:
         return self._loops.snapshot()
+
+    def _power_controller(self) -> PowerController:
+        if self._power is None:
+            raise CommandRefused("this pod has no power budget: add [power] to the config")
+        return self._power
+
+    async def _power_status(self, _request: EmptyRequest, _caller: Caller) -> object:
+        return self._power_controller().snapshot()
 
     # -- acting --------------------------------------------------------------
 
@@ -256,6 +275,18 @@ class CommandService:
             return {"loop": request.loop, "setpoint": request.setpoint, "loops": changed}
 
         return await self.audit.run("setpoint", "megapodctl", self._args(request), caller, apply)
+
+    async def _power_budget(self, request: PowerBudgetRequest, caller: Caller) -> object:
+        power = self._power_controller()
+
+        async def apply() -> dict[str, Any]:
+            watts = power.set_budget(request.watts, caller.who)  # BudgetRefused: audited
+            low, high = power.bounds_w()
+            return {"budget_w": watts, "min_budget_w": low, "max_budget_w": high}
+
+        return await self.audit.run(
+            "power_budget", "megapodd", self._args(request), caller, apply
+        )
 
     async def _reset(self, request: ResetRequest, caller: Caller) -> object:
         async def apply() -> dict[str, Any]:

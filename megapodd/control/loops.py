@@ -422,14 +422,17 @@ class LoopEngine:
                 f"loop {loop.id}: {why}; {spec.output} to its failsafe {spec.failsafe:g}",
                 {"loop": loop.id, "reason": why, "failsafe": spec.failsafe},
             )
-            if loop.pid is not None:
-                loop.pid.failsafe(now, spec.failsafe)
             if loop.curve is not None:
                 loop.curve.reset(spec.failsafe)
             if loop.filter is not None:
                 loop.filter.reset()
         else:
             loop.reason = why
+        if loop.pid is not None:
+            # Every tick, not only on entry: the slew limit of the first update
+            # back counts from the controller's last update, and a whole
+            # failsafe's worth of slew would be a step.
+            loop.pid.failsafe(now, spec.failsafe)
         loop.output = spec.failsafe
         holder = self._holder(spec.output)
         if spec.zone is None:

@@ -11,6 +11,7 @@ from rich.console import Console
 
 from megapodd.ctl.daemon import ACTION_TIMEOUT_S, READ_TIMEOUT_S, ask
 from megapodd.ctl.errors import UsageError
+from megapodd.ctl.reads import power as power_status
 from megapodd.ctl.reads import print_json
 from megapodd.ctl.views.text import literal
 
@@ -121,6 +122,27 @@ async def loop_setpoint(args: argparse.Namespace, console: Console) -> int:
         "setpoint",
         {"loop": args.loop, "setpoint": args.value},
         lambda r: f"loop {r['loop']}: setpoint {r['setpoint']:g}",
+        READ_TIMEOUT_S,
+    )
+
+
+async def power(args: argparse.Namespace, console: Console) -> int:
+    """`power`: the budget, phases and caps; `power budget W`: change the budget."""
+    if args.what is None:
+        if args.watts is not None:
+            raise UsageError("a number of watts goes after 'budget': megapodctl power budget W")
+        return await power_status(args, console)
+    if args.watts is None:
+        raise UsageError("power budget needs the new budget in W: megapodctl power budget 60000")
+    return await _act(
+        args,
+        console,
+        "power_budget",
+        {"watts": args.watts},
+        lambda r: (
+            f"power budget {r['budget_w']:.0f} W (bounds {r['min_budget_w']:.0f}–"
+            f"{r['max_budget_w']:.0f} W; until megapodd restarts)"
+        ),
         READ_TIMEOUT_S,
     )
 

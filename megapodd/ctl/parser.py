@@ -98,6 +98,15 @@ def _reads(sub: Any) -> None:
     _json(p)
     p.set_defaults(func=reads.loops)
 
+    p = sub.add_parser(
+        "power",
+        help="power budget, headroom, phase loads, caps; `power budget W` changes it (admin)",
+    )
+    p.add_argument("what", nargs="?", choices=["budget"], help="budget: set a new budget")
+    p.add_argument("watts", nargs="?", type=float, help="with budget: the new budget, W")
+    _json(p)
+    p.set_defaults(func=actions.power)
+
     p = sub.add_parser("outputs", help="claimed actuators: owner, value, every claim")
     p.add_argument("--all", action="store_true", help="unclaimed outputs too")
     _json(p)

@@ -24,6 +24,7 @@ from megapodd.ctl.views.events import event_line, events_table
 from megapodd.ctl.views.interlocks import interlocks_table
 from megapodd.ctl.views.loops import loops_table
 from megapodd.ctl.views.outputs import outputs_table
+from megapodd.ctl.views.power import power_view
 from megapodd.ctl.views.text import clock, esc, literal
 from megapodd.version import package_version
 
@@ -161,6 +162,15 @@ async def outputs(args: argparse.Namespace, console: Console) -> int:
         print_json(answer)
     else:
         console.print(outputs_table(literal(answer), args.all))
+    return 0
+
+
+async def power(args: argparse.Namespace, console: Console) -> int:
+    answer: Any = await ask(args, "power")
+    if args.json:
+        print_json(answer)
+    else:
+        console.print(power_view(literal(answer)))
     return 0
 
 

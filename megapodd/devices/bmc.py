@@ -43,4 +43,4 @@ def build_bmc(cfg: BmcConfig, store: PointStore, events: EventBus) -> DeviceSupe
     # exchanges) at connect, one exchange per sensor per poll; act: a power
     # limit (set, activate, read back) or fan duty on two zones.
     settings = outer_bounds(cfg.timeout_s, cfg.retries, connect=160, read=24, act=4)
-    return DeviceSupervisor(cfg.id, driver, store, events, settings)
+    return DeviceSupervisor(cfg.id, driver, store, events, settings, plausible=driver.plausible)

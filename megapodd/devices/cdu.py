@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from drivers.modbus.cdu import CduDriver
+from drivers.modbus.cdu_map import PLAUSIBLE
 from megapodd.config import CduConfig
 from megapodd.devices.common import outer_bounds
 from megapodd.events import EventBus
@@ -30,6 +31,7 @@ def build_cdu(cfg: CduConfig, store: PointStore, events: EventBus) -> DeviceSupe
         # act: the longest output write (rack isolation: read, write, read back).
         outer_bounds(cfg.timeout_s, cfg.retries, connect=4, read=1, act=3),
         on_connect=on_connect,
+        plausible=PLAUSIBLE.get,
     )
 
 

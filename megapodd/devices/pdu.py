@@ -35,9 +35,11 @@ def build_pdu(
         timeout_s=cfg.timeout_s,
         retries=cfg.retries,
         confirm_timeout_s=OUTLET_CONFIRM_S,
+        breaker_a=cfg.breaker_a,
+        supply_v_max=cfg.supply_v_max,
     )
     # connect: v3 discovery and a test GET; read: one GET, halved on tooBig;
     # act: a SET and its confirmation (read back until the state shows).
     settings = outer_bounds(cfg.timeout_s, cfg.retries, connect=3, read=8, act=2)
     settings = replace(settings, action_timeout_s=settings.action_timeout_s + OUTLET_CONFIRM_S)
-    return DeviceSupervisor(cfg.id, driver, store, events, settings)
+    return DeviceSupervisor(cfg.id, driver, store, events, settings, plausible=driver.plausible)

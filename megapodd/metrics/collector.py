@@ -40,6 +40,17 @@ LINK_COUNTERS: dict[str, tuple[str, str]] = {
     "frame_errors": ("megapod_device_frame_errors", "Answers that did not decode (CRC, framing)"),
     "device_errors": ("megapod_device_error_replies", "Answers that were an error (exception)"),
 }
+# The supervisor's own counts of readings it did not take as they came.
+READING_COUNTERS: dict[str, tuple[str, str]] = {
+    "implausible": (
+        "megapod_device_readings_implausible",
+        "Readings outside their point's plausible range (made bad)",
+    ),
+    "unconfirmed": (
+        "megapod_device_readings_unconfirmed",
+        "Large moves of a BMC reading that its re-reads did not confirm",
+    ),
+}
 assert set(LINK_COUNTERS) == set(LINK_STAT_KEYS)  # noqa: S101 - every driver's counters
 
 # Seconds; the tick is 100 ms, its duties normally well under a millisecond.
@@ -289,13 +300,18 @@ class PodCollector(Collector):
             key: CounterMetricFamily(name, help_, labels=["pod", "device"])
             for key, (name, help_) in LINK_COUNTERS.items()
         }
+        readings = {
+            key: CounterMetricFamily(name, help_, labels=["pod", "device"])
+            for key, (name, help_) in READING_COUNTERS.items()
+        }
         for device, stats in sorted(self._s.link_stats().items()):
             polls.add_metric([pod, device, "ok"], float(stats.get("polls_ok", 0)))
             polls.add_metric([pod, device, "failed"], float(stats.get("polls_failed", 0)))
-            for key, family in counters.items():
+            for key, family in (*counters.items(), *readings.items()):
                 family.add_metric([pod, device], float(stats.get(key, 0)))
         yield polls
         yield from counters.values()
+        yield from readings.values()
 
     def _interlocks(self) -> Iterator[Metric]:
         pod = self._s.pod_id

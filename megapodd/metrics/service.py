@@ -13,6 +13,7 @@ from prometheus_client.process_collector import ProcessCollector
 from megapodd.events import Event
 from megapodd.metrics.collector import PodCollector, Sources, TickHistogram
 from megapodd.metrics.http import MetricsServer
+from megapodd.power.metrics import power_families
 
 if TYPE_CHECKING:
     from megapodd.app import Daemon
@@ -49,6 +50,8 @@ class DaemonMetrics:
             journal_corrupt_lines=lambda: daemon.telemetry.outbox.corrupt_lines,
             published=daemon.telemetry.stats,
         )
+        if daemon.power is not None:
+            self.sources.extra.append(power_families(config.pod.id, daemon.power.snapshot))
         if fleet is not None:
             self.sources.fleet_commands = lambda: fleet.stats.results
             self.sources.fleet_refusals = lambda: fleet.stats.refusals

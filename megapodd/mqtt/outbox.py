@@ -3,11 +3,13 @@
 Every event is appended to a journal in the state directory by the journal's
 own task, within a loop iteration of being made (one write, no fsync: a daemon
 crash loses nothing the kernel has; whoever emits an event never waits on the
-disk), and read back from there in order. A side file holds the offset of the last event
-the broker acknowledged, rewritten every few acknowledgements and at exit, so
-a restart re-sends at most a handful (delivery is at least once: subscribers
-tell events apart by boot_id and seq). When the journal cannot be written
-(disk full, read-only), events wait in memory and the write is retried.
+disk), and read back from there in order. A side file holds the offset of the
+last event the broker acknowledged, rewritten every few acknowledgements (by
+the journal's task, its fsync in a thread: a trip's hundreds of events must not
+stop the event loop for the disk) and at exit, so a restart re-sends at most a
+handful (delivery is at least once: subscribers tell events apart by boot_id
+and seq). When the journal cannot be written (disk full, read-only), events
+wait in memory and the write is retried.
 A line that does not parse (a torn write at power loss) is skipped and counted.
 """
 
@@ -17,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import os
+import threading
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -71,6 +74,12 @@ class EventOutbox:
         self._writer: BinaryIO | None = None
         self._write_failing = False
         self._acks_since_commit = 0
+        # The offset to write next (the journal's task takes it), and the
+        # journal's generation: a reset starts a new journal, and an offset
+        # written for the old one must not land beside the new one.
+        self._offset_due: int | None = None
+        self._generation = 0
+        self._offset_lock = threading.Lock()
         self.corrupt_lines = 0
         self._committed = self._load_offset()
         self._read_offset = self._committed
@@ -89,6 +98,8 @@ class EventOutbox:
         while True:
             await self._to_write.wait()
             self.write_journal()
+            if (due := self.take_offset_due()) is not None:
+                await asyncio.to_thread(self.write_offset, *due)
             if self._write_failing:
                 await asyncio.sleep(_RETRY_WRITE_S)
 
@@ -132,7 +143,34 @@ class EventOutbox:
         if self._pending == 0:
             self._reset_journal()
         elif self._acks_since_commit >= _COMMIT_EVERY:
-            self._commit()
+            self._acks_since_commit = 0
+            self._offset_due = self._committed
+            self._to_write.set()  # the journal's task writes it
+
+    def take_offset_due(self) -> tuple[int, int] | None:
+        """The acknowledged offset to write, with the journal's generation."""
+        offset, self._offset_due = self._offset_due, None
+        return None if offset is None else (offset, self._generation)
+
+    def write_offset(self, offset: int, generation: int) -> None:
+        """Write the acknowledged offset durably (from any thread). An older
+        offset than the newest is harmless (a few events sent again); one for a
+        journal that was reset since is dropped."""
+        tmp = self._offset_path.with_name(
+            f"{self._offset_path.name}.tmp-{threading.get_ident()}"
+        )
+        try:
+            with tmp.open("w", encoding="ascii") as out:
+                out.write(f"{offset}\n")
+                out.flush()
+                os.fsync(out.fileno())
+            with self._offset_lock:
+                if generation == self._generation:
+                    os.replace(tmp, self._offset_path)
+                    return
+            tmp.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("event_journal_offset_failed", path=str(self._offset_path), error=str(exc))
 
     def persist(self) -> None:
         """At exit: everything written and the offset on disk."""
@@ -141,7 +179,7 @@ class EventOutbox:
             with contextlib.suppress(OSError):
                 os.fsync(self._writer.fileno())
         if self._pending:
-            self._commit()
+            self.write_offset(self._committed, self._generation)
 
     def close(self) -> None:
         if self._writer is not None:
@@ -214,26 +252,17 @@ class EventOutbox:
         if not self._cache:
             self._committed = end
 
-    def _commit(self) -> None:
-        self._acks_since_commit = 0
-        tmp = self._offset_path.with_name(self._offset_path.name + ".tmp")
-        try:
-            with tmp.open("w", encoding="ascii") as out:
-                out.write(f"{self._committed}\n")
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, self._offset_path)
-        except OSError as exc:
-            log.warning("event_journal_offset_failed", path=str(self._offset_path), error=str(exc))
-
     def _reset_journal(self) -> None:
         """Everything was delivered: start an empty journal."""
         self.close()
-        for path in (self._path, self._offset_path):
-            with contextlib.suppress(OSError):
-                path.unlink()
+        with self._offset_lock:
+            self._generation += 1
+            for path in (self._path, self._offset_path):
+                with contextlib.suppress(OSError):
+                    path.unlink()
         self._committed = self._read_offset = 0
         self._acks_since_commit = 0
+        self._offset_due = None
 
     def _load_offset(self) -> int:
         try:

@@ -27,6 +27,10 @@ from megapodd.store import PointStore
 # Gather changes for this long before publishing, so a group read of 300
 # points becomes one message per device rather than 300.
 _COALESCE_S = 0.05
+# A retained whole-pod topic (interlocks: every rule instance, 300 kB on the
+# full pod) is published at most this often: a trip changes it once per action,
+# a hundred times in a second, and the events carry each change as it happens.
+RETAINED_MIN_INTERVAL_S = 0.5
 
 
 def dumps(payload: object) -> bytes:
@@ -59,6 +63,7 @@ class Telemetry:
         self._dirty: set[str] = set()
         self._retained: dict[str, Callable[[], object]] = {}
         self._dirty_topics: set[str] = set()
+        self._topic_published_s: dict[str, float] = {}  # loop time of each topic's last
         self._published: dict[str, _Published] = {}
         self._budget = DeviceBudget(device_budget_bytes_per_s)
         self._deferred: set[str] = set()  # changed, waiting for budget
@@ -94,6 +99,7 @@ class Telemetry:
         """A fresh connection gets the full state."""
         self._dirty.update(d.id for d in self._store.devices())
         self._dirty_topics.update(self._retained)
+        self._topic_published_s.clear()
         self._published.clear()
         self._deferred.clear()
 
@@ -103,7 +109,7 @@ class Telemetry:
         while not stopping.is_set():
             self._release_deferred(loop.time())
             await self._drain_events(client)
-            await self._publish_retained_topics(client)
+            await self._publish_retained_topics(client, loop.time())
             if self._dirty:
                 await asyncio.sleep(_COALESCE_S)
                 dirty, self._dirty = self._dirty, set()
@@ -115,9 +121,14 @@ class Telemetry:
                 for record in list(self._store.devices()):
                     await self._publish_device(client, record.id, force=True)
             self._wake.clear()
-            if self._dirty or self._dirty_topics or self.outbox.peek() is not None:
+            topics_ready_s = min(map(self._topic_ready_s, self._dirty_topics), default=None)
+            if topics_ready_s is not None and topics_ready_s <= loop.time():
+                continue
+            if self._dirty or self.outbox.peek() is not None:
                 continue
             wake_s = next_snapshot_s
+            if topics_ready_s is not None:
+                wake_s = min(wake_s, topics_ready_s)
             for device_id in self._deferred:
                 # Not below a millisecond: a clock's resolution must not make this spin.
                 ready_s = self._budget.ready_at_s(device_id, loop.time())
@@ -129,9 +140,16 @@ class Telemetry:
                 pass
         await self._drain_events(client)
 
-    async def _publish_retained_topics(self, client: aiomqtt.Client) -> None:
-        while self._dirty_topics:
-            suffix = self._dirty_topics.pop()
+    def _topic_ready_s(self, suffix: str) -> float:
+        last_s = self._topic_published_s.get(suffix)
+        return float("-inf") if last_s is None else last_s + RETAINED_MIN_INTERVAL_S
+
+    async def _publish_retained_topics(self, client: aiomqtt.Client, now_s: float) -> None:
+        for suffix in sorted(self._dirty_topics):
+            if self._topic_ready_s(suffix) > now_s:
+                continue  # published moments ago: the latest state goes at its time
+            self._dirty_topics.discard(suffix)
+            self._topic_published_s[suffix] = now_s
             payload = dumps({"ts": time.time(), suffix: self._retained[suffix]()})
             topic = self._topic(suffix)
             await client.publish(topic, payload, qos=1, retain=True)

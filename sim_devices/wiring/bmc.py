@@ -50,7 +50,9 @@ class BmcLink:
             st.advance(now_s)
             inputs = self.model.servers[sid]
             inputs.chassis_on = st.chassis_on
-            cap = st.power_cap_w(now_s)
+            # The model's 0.4 s power lag is the cap's response (99 % in 2 s,
+            # DEVICES.md); the BMC's own 1 s step is for when it runs alone.
+            cap = st.power_limit_target_w()
             inputs.power_cap_w = None if cap is None else float(cap)
             # Zone 0 (Supermicro's CPU/system zone) drives the chassis fans, as in
             # the BMC sim's own placeholder; zone 1 (peripheral) has none modelled.

@@ -16,8 +16,10 @@ from sim_devices.profiles import PodLayout, PortPlan, breaker_rating_a
 PDU_POINTS: frozenset[str] = STICKABLE_POINTS  # what sensor-stuck/sensor-range may touch
 
 
-def pdu_specs(layout: PodLayout, ports: PortPlan, host: str) -> list[PduSpec]:
-    breaker_a = breaker_rating_a(layout, k.SERVER_PEAK_W, PDU_PHASE_VOLTAGE_V)
+def pdu_specs(
+    layout: PodLayout, ports: PortPlan, host: str, oversubscribe: float = 1.0
+) -> list[PduSpec]:
+    breaker_a = breaker_rating_a(layout, k.SERVER_PEAK_W, PDU_PHASE_VOLTAGE_V, oversubscribe)
     return [
         PduSpec(
             name=pdu,

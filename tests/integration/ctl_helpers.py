@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.helpers import communicate
+
 MEGAPODCTL = str(Path(sys.executable).parent / "megapodctl")
 # A cell rich cut short ends in "…" right after text; megapodd's own "…"
 # (`outlet_1 … outlet_24`) always has a space before it.
@@ -63,15 +65,8 @@ async def ctl(sock: str, *args: str, timeout_s: float = 30.0) -> Ran:
         MEGAPODCTL, "--socket", sock, *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=cli_env(),
     )  # fmt: skip
-    try:
-        async with asyncio.timeout(timeout_s):
-            out, err = await proc.communicate()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode is not None
-    return Ran(proc.returncode, out.decode(), err.decode())
+    code, out, err = await communicate(proc, timeout_s)
+    return Ran(code, out.decode(), err.decode())
 
 
 def words(text: str) -> str:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.helpers import stop_processes
+
 _SCRIPT = Path(sys.executable).parent / "megapod-sim"
 SIM_COMMAND: list[str] = (
     [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "sim_devices.cli"]
@@ -91,11 +93,4 @@ async def running_sim(
             )
         yield RunningSim(proc, state_dir, json.loads(line))
     finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                async with asyncio.timeout(20):
-                    await proc.wait()
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await stop_processes(proc, timeout_s=20)

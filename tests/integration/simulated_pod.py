@@ -90,6 +90,13 @@ class Pod:
         reply = await _control(self.sim.state_dir / "sim.sock", {"op": "log", "since_s": since_s})
         return reply
 
+    async def status_now(self) -> dict[str, Any]:
+        """The sim's true state over its control socket (no CLI process to start)."""
+        reply = await _control(self.sim.state_dir / "sim.sock", {"op": "status"})
+        assert reply["ok"], reply
+        status: dict[str, Any] = reply["status"]
+        return status
+
     async def inject_at(self, *fault: str) -> float:
         """Inject over the control socket; the sim's time from which the devices show it."""
         reply = await _control(
@@ -116,14 +123,18 @@ async def _control(path: Path, request: dict[str, Any]) -> dict[str, Any]:
 
 @contextlib.asynccontextmanager
 async def open_pod(
-    tmp_path: Path, mosquitto: MosquittoBroker, edit: Callable[[str], str] | None = None
+    tmp_path: Path,
+    mosquitto: MosquittoBroker,
+    edit: Callable[[str], str] | None = None,
+    sim_args: tuple[str, ...] = (),
 ) -> AsyncIterator[Pod]:
-    """The pod, every device online; `edit` may change the config text first."""
+    """The pod, every device online; `edit` may change the config text first;
+    `sim_args` go to `megapod-sim run` (e.g. `--oversubscribe 1.3`)."""
     state = tmp_path / "pod"
     config = tmp_path / "pod.toml"
     metrics = f"127.0.0.1:{free_tcp_port()}"  # parallel daemons must not share 9108
     extra = ["--profile", "small", "--write-config", str(config), "--mqtt-url", mosquitto.url,
-             "--pod-id", "pod-safety", "--metrics-listen", metrics]  # fmt: skip
+             "--pod-id", "pod-safety", "--metrics-listen", metrics, *sim_args]  # fmt: skip
     async with running_sim(state, free_tcp_port(), extra) as sim:
         text = config.read_text()
         for pattern, faster in _FASTER.items():

@@ -9,7 +9,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -19,7 +18,7 @@ import pytest
 
 from megapodd.api import server
 from tests.daemon_helpers import megapodctl, running_daemon, write_config
-from tests.helpers import MosquittoBroker, wait_until
+from tests.helpers import MosquittoBroker, stop_processes, wait_until
 from tests.other_uid import OtherUidCli, run_as
 
 pytestmark = [
@@ -125,15 +124,7 @@ async def _hostile(cli: OtherUidCli, uid: int, sock: Path) -> AsyncIterator[asyn
     try:
         yield proc.stdout
     finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            async with asyncio.timeout(5):
-                await proc.wait()
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
+        await stop_processes(proc, timeout_s=5)
 
 
 async def _announced(stream: asyncio.StreamReader, *words: str) -> None:

@@ -89,6 +89,8 @@ async def test_pdu_points_reach_mqtt_and_outlets_switch_via_megapodctl(
             "action": "off",
         }
         assert "uid" in commands[-1].data["caller"]  # type: ignore[operator]
+        # The line a technician reads names the result as words, not a Python dict.
+        assert commands[-1].message == "outlet done: pdu=pdu-r1a outlet=7 state=off"
 
         code, _, err = await megapodctl("--socket", sock, "outlet", "pdu-r1a", "25", "on")
         assert code == 1 and "'outlet' must be an integer from 1 to 24" in err

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import free_tcp_port
+from tests.helpers import communicate, free_tcp_port
 
 pytestmark = pytest.mark.integration
 
@@ -34,15 +34,8 @@ async def _demo_once(tmp_path: Path, mqtt_port: int) -> tuple[int, str]:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
-    try:
-        async with asyncio.timeout(120):
-            out, _ = await proc.communicate()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode()
+    code, out, _ = await communicate(proc, timeout_s=120)
+    return code, out.decode()
 
 
 async def test_scripts_demo_shows_the_pod_online(tmp_path: Path) -> None:

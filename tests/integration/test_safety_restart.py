@@ -19,7 +19,7 @@ import pytest
 from sim_devices.cdu import SimulatedCdu
 from sim_devices.pdu import PduFarm, PduSpec, serve_pdus
 from tests.daemon_helpers import megapodctl, write_config
-from tests.helpers import MosquittoBroker, wait_until
+from tests.helpers import MosquittoBroker, stop_processes, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -120,14 +120,7 @@ async def test_a_latched_leak_survives_sigkill_and_comes_back_first(
         await asyncio.sleep(1.0)
         assert cdu.state.rack_isolation_mask == 0b1  # reopening is someone's decision
     finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                async with asyncio.timeout(10):
-                    await proc.wait()
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await stop_processes(proc, timeout_s=10)
 
 
 async def _is(sock: str, state: str) -> bool:

@@ -16,6 +16,7 @@ import asyncio
 
 import pytest
 
+from megapodd.control.arbiter import Owner
 from tests.daemon_helpers import megapodctl
 from tests.helpers import wait_until
 from tests.integration.simulated_pod import (
@@ -25,7 +26,7 @@ from tests.integration.simulated_pod import (
     PUMP_SETPOINT,
     Pod,
 )
-from tests.peers import mbpoll_holding, mbpoll_write_holding, snmpget_outlet
+from tests.peers import mbpoll_holding, mbpoll_input, mbpoll_write_holding, snmpget_outlet
 
 pytestmark = pytest.mark.integration
 
@@ -256,8 +257,17 @@ async def test_phase_current_caps_that_phase_and_sheds_its_lowest_priority_outle
     await pod.clear("sensor-stuck")
     await pod.until(instance, "normal", 5)  # releases by itself
 
+    # The interlock lets go by itself. The power budget ([power], docs/power.md)
+    # read the same 115 A over its own limit (80 % of the breaker) and keeps
+    # its cap beneath the interlock's, so the servers are never uncapped in
+    # between; it lets go after release_s of headroom.
     async def released() -> bool:
-        return (await caps())[:2] == [None, None]
+        limits = (await caps())[:2]
+        owners = [
+            pod.daemon.arbiter.outputs[f"{s}.power_limit_w"].winner() for s in ("r1s01", "r1s04")
+        ]
+        by_interlock = [w is not None and w.owner is Owner.INTERLOCK for w in owners]
+        return not any(by_interlock) and all(c is None or float(str(c)) < 10200 for c in limits)
 
     await wait_until(released, timeout_s=15, interval_s=0.5)
 
@@ -308,3 +318,42 @@ async def test_lost_devices_alarm_and_a_lost_bmc_gets_full_fans(pod: Pod) -> Non
     await pod.until("supply-high", "latched", 20)
     code, text = await pod.reset("supply-high")
     assert code == 0, text
+
+
+STATUS_BITS = 14  # input register: b6 watchdog expired, b7 local mode
+PUMP1_SPEED, FAILSAFE_SPEED = 8, 107  # feedback (input), failsafe speed (holding)
+
+
+async def test_a_cdu_in_local_mode_or_without_heartbeats_raises_an_alarm_only(pod: Pod) -> None:
+    # The front panel goes to local: status b7, remote writes refused; the
+    # pod's control is not ours, which the operator must know, but nothing is
+    # switched off for it.
+    await pod.inject("local-mode")
+    await pod.until("cdu-local-mode", "tripped", 5)
+    [alarm] = pod.events("interlock_tripped", "cdu-local-mode")
+    assert alarm.severity == "alarm" and alarm.data["alarm"] is True
+    [status] = await mbpoll_input(pod.cdu_port, STATUS_BITS)
+    assert status & 1 << 7
+    await pod.clear("local-mode")
+    await pod.until("cdu-local-mode", "normal", 5)  # not latched: back to remote is enough
+
+    # Heartbeats stop reaching the CDU: its watchdog runs out (10 s) and it
+    # drives the failsafe speed by itself; the daemon says so.
+    await pod.inject("heartbeat-lost")
+    await pod.until("cdu-watchdog-expired", "tripped", 20)
+    [alarm] = pod.events("interlock_tripped", "cdu-watchdog-expired")
+    assert alarm.severity == "alarm"
+    [status] = await mbpoll_input(pod.cdu_port, STATUS_BITS)
+    [failsafe] = await mbpoll_holding(pod.cdu_port, FAILSAFE_SPEED)
+
+    async def at_failsafe_speed() -> bool:
+        [speed] = await mbpoll_input(pod.cdu_port, PUMP1_SPEED)
+        return abs(speed - failsafe) <= 100  # within 1 % (0.01 % counts)
+
+    assert status & 1 << 6
+    await wait_until(at_failsafe_speed, timeout_s=10, interval_s=0.5)
+    assert await pod.servers_on()  # an alarm only
+    await pod.clear("heartbeat-lost")
+    await pod.until("cdu-watchdog-expired", "normal", 10)  # the next heartbeat restores it
+    [status] = await mbpoll_input(pod.cdu_port, STATUS_BITS)
+    assert not status & (1 << 6 | 1 << 7)

@@ -263,7 +263,7 @@ async def test_dcmi_power_limit_caps_the_servers_power(pod: SimPod) -> None:
     for args in (("dcmi", "power", "set_limit", "limit", "6000"), ("dcmi", "power", "activate")):
         result = await ipmitool(pod, "r1s01", *args)
         assert result.returncode == 0, result.err
-    # The cap is in force 1 s after activation and the server follows within 2 s.
+    # The model's power lag (0.4 s) is the cap's response: within 2 s (DEVICES.md).
     await wait_until(lambda: pod.model.snapshot().server(ServerId(1, 1)).power_w < 6_050, 5)
     assert await sensor(pod, "r1s01", "PSU Power") == pytest.approx(6_000, abs=100)
     assert (await snmp_ints(pod, "pdu-r1a", f"{OUTLET_POWER}.1"))[0] == pytest.approx(6_000, abs=60)

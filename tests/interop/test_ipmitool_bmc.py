@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from sim_devices.bmc import BmcFarm, BmcSpec, BmcState, ServedBmc, serve_bmcs
+from tests.helpers import communicate
 
 pytestmark = pytest.mark.interop
 
@@ -44,14 +45,8 @@ async def ipmitool(sim: ServedBmc, *args: str) -> str:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    try:
-        async with asyncio.timeout(IPMITOOL_TIMEOUT_S):
-            out, err = await proc.communicate()
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
-    assert proc.returncode == 0, f"ipmitool {' '.join(args)} failed: {err.decode()}"
+    code, out, err = await communicate(proc, IPMITOOL_TIMEOUT_S)
+    assert code == 0, f"ipmitool {' '.join(args)} failed: {err.decode()}"
     return out.decode()
 
 

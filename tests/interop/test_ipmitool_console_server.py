@@ -15,7 +15,7 @@ from drivers.base import Quality
 from drivers.errors import TransportError
 from drivers.ipmi.bmc import BmcDriver
 from sim_devices.bmc import BmcSpec, BmcState, serve_bmcs
-from tests.helpers import free_tcp_port, wait_until
+from tests.helpers import communicate, free_tcp_port, stop_processes, wait_until
 
 pytestmark = pytest.mark.interop
 
@@ -33,14 +33,7 @@ async def socat(*addresses: str) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        if proc.returncode is None:
-            proc.terminate()
-        try:
-            async with asyncio.timeout(5):
-                await proc.wait()
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
+        await stop_processes(proc, timeout_s=5)
 
 
 async def test_driver_through_a_tcp_console_server(tmp_path: Path) -> None:
@@ -99,14 +92,8 @@ async def test_ipmitool_through_a_socat_pty_to_the_tcp_port(tmp_path: Path) -> N
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
             )
-            try:
-                async with asyncio.timeout(30):
-                    out, err = await proc.communicate()
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-                raise
-            assert proc.returncode == 0, err.decode()
+            code, out, err = await communicate(proc, timeout_s=30)
+            assert code == 0, err.decode()
             assert re.search(r"Instantaneous power reading:\s+6400 Watts", out.decode())
     finally:
         await farm.close()

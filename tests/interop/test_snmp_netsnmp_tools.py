@@ -13,6 +13,7 @@ import pytest
 from drivers.snmp.ber import format_oid
 from drivers.snmp.usm import AuthProtocol, UsmStat
 from sim_devices.pdu import RPDU2, PduFarm, PduSpec, serve_pdus
+from tests.helpers import communicate
 
 pytestmark = [
     pytest.mark.interop,
@@ -51,15 +52,8 @@ async def run(env: dict[str, str], *argv: str, timeout_s: float = 20.0) -> tuple
     proc = await asyncio.create_subprocess_exec(
         *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env
     )
-    try:
-        async with asyncio.timeout(timeout_s):
-            out, err = await proc.communicate()
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+    code, out, err = await communicate(proc, timeout_s)
+    return code, out.decode(), err.decode()
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ from drivers.snmp import (
 from drivers.snmp.message import CommunityMessage, decode_message, encode_message
 from drivers.snmp.protocol_pdu import Pdu, PduType
 from drivers.snmp.rack_pdu import SnmpPduDriver
-from tests.helpers import free_udp_port
+from tests.helpers import communicate, free_udp_port
 
 pytestmark = [
     pytest.mark.interop,
@@ -125,14 +125,8 @@ async def tool(snmpd: Snmpd, *argv: str) -> str:
     proc = await asyncio.create_subprocess_exec(
         *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=snmpd.env
     )
-    try:
-        async with asyncio.timeout(20):
-            out, err = await proc.communicate()
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
-    assert proc.returncode == 0, err.decode()
+    code, out, err = await communicate(proc, timeout_s=20)
+    assert code == 0, err.decode()
     return out.decode()
 
 

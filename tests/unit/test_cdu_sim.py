@@ -59,6 +59,19 @@ def test_local_mode_refuses_remote_writes_with_04() -> None:
     assert cdu.writes == [(106, 7)]
 
 
+def test_lost_heartbeats_are_acknowledged_but_the_watchdog_runs_out() -> None:
+    cdu = sim(watchdog_timeout_s=4)
+    heartbeat = bytes.fromhex("06 006A 0001")
+    cdu.heartbeats_lost = True
+    for _ in range(50):  # 5 s of heartbeats every 100 ms, each answered
+        assert cdu.handle_pdu(1, heartbeat) == heartbeat
+        cdu.step(0.1)
+    assert cdu.state.watchdog_expired
+    cdu.heartbeats_lost = False
+    cdu.handle_pdu(1, heartbeat)
+    assert not cdu.state.watchdog_expired
+
+
 def test_other_unit_and_function() -> None:
     cdu = sim()
     assert cdu.handle_pdu(7, bytes.fromhex("04 0000 0001")) == b"\x84\x0b"

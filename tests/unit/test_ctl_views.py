@@ -11,7 +11,12 @@ from typing import Any
 
 from rich.console import Console, RenderableType
 
-from megapodd.ctl.views.devices import devices_table, points_table, status_table
+from megapodd.ctl.views.devices import (
+    device_points_table,
+    devices_table,
+    points_table,
+    status_table,
+)
 from megapodd.ctl.views.events import events_table
 from megapodd.ctl.views.interlocks import interlocks_table
 from megapodd.ctl.views.loops import loops_table
@@ -217,3 +222,16 @@ def test_the_live_frame_shows_megapodds_text_as_it_is() -> None:
         assert _shows(text, f"cdu1 stale: {HOSTILE}")  # its reason, as it came
         assert "pdu-r1a outlet 1 off" in text
     assert _shows(_text(render(frame, console)), f"[src]: {HOSTILE}")  # the event
+
+
+def test_a_points_quality_says_why_it_is_bad_or_unconfirmed() -> None:
+    points = {
+        "power_w": {**_point(None, "W", "bad"), "reason": "21474836470 W above 43 kW"},
+        "gpu1_temp_c": {**_point(61.0, "C"), "unconfirmed": True},
+        "gpu2_temp_c": _point(60.5, "C"),
+    }
+    device = {"id": "r1s01", "kind": "bmc", "state": "online", "points": points}
+    text = _flat(_text(device_points_table(literal(device))))
+    assert "bad:21474836470Wabove43kW" in text
+    assert "good(newerreadunconfirmed)" in text
+    assert "60.5" in text and "good" in text

@@ -18,7 +18,7 @@ from megapodd.commands.requests import ReleaseRequest
 from megapodd.mqtt.budget import BURST_S, DeviceBudget
 from megapodd.mqtt.command_limits import MAX_COMMAND_BYTES, RateLimit
 from megapodd.mqtt.command_subscription import CommandSubscription, _Request
-from megapodd.mqtt.telemetry import Telemetry
+from megapodd.mqtt.telemetry import RETAINED_MIN_INTERVAL_S, Telemetry
 from megapodd.store import DeviceState, PointStore
 
 
@@ -79,6 +79,31 @@ async def test_changes_past_the_budget_are_coalesced_and_urgent_news_is_not(
         await asyncio.sleep(0.1)
         assert len(client.states()) == before + 1
         assert client.states()[-1]["points"]["t_c"]["quality"] == "bad"
+    finally:
+        stopping.set()
+        telemetry.wake()
+        await task
+
+
+@pytest.mark.looptime
+async def test_a_whole_pod_topic_goes_at_most_every_half_second_with_its_latest_state(
+    tmp_path: Path,
+) -> None:
+    telemetry = Telemetry(PointStore(), lambda s: f"p/{s}", tmp_path, 3600.0, 100)
+    state = {"changes": 0}
+    telemetry.add_retained_topic("interlocks", lambda: dict(state))
+    client, stopping = _Client(), asyncio.Event()
+    telemetry.new_session()
+    task = asyncio.create_task(telemetry.publish_until(client, stopping))  # type: ignore[arg-type]
+    try:
+        for _ in range(100):  # a trip: a change per action, 100 in a second
+            state["changes"] += 1
+            telemetry.topic_changed("interlocks")
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(RETAINED_MIN_INTERVAL_S)
+        sent = [p["interlocks"]["changes"] for t, p in client.sent if t == "p/interlocks"]
+        assert 2 <= len(sent) <= 1 / RETAINED_MIN_INTERVAL_S + 2, sent
+        assert sent[-1] == 100  # nothing lost: the latest state went out
     finally:
         stopping.set()
         telemetry.wake()

@@ -74,6 +74,23 @@ async def test_soft_shutdown_and_power_cap_timing() -> None:
     assert ask(bmc, NetFn.CHASSIS, 0x02, b"\x04").completion_code == 0xCC
 
 
+@pytest.mark.looptime
+async def test_a_new_power_limit_takes_over_from_the_old_without_an_uncapped_gap() -> None:
+    state = BmcState(demand_power_w=10000.0)
+    bmc = SimBmc("t", state)
+    for watts in (7000, 5000):
+        limit = DcmiPowerLimit(0, watts, 1000, 1).to_set_bytes()
+        assert ask(bmc, NetFn.GROUP_EXTENSION, 0x04, limit).completion_code == 0
+        ask(bmc, NetFn.GROUP_EXTENSION, 0x05, b"\xdc\x01\x00\x00")
+        await asyncio.sleep(0.5)
+        state.advance(asyncio.get_running_loop().time())
+        # Half a second after the change: the old limit (none, then 7000) still holds.
+        assert state.psu_power_w == (10000.0 if watts == 7000 else 7000.0)
+        await asyncio.sleep(1.0)
+        state.advance(asyncio.get_running_loop().time())
+        assert state.psu_power_w == float(watts)
+
+
 async def test_garbage_never_reaches_a_reader_as_a_valid_frame() -> None:
     state = BmcState(garbage_rate=1.0)
     bmc = SimBmc("t", state, seed=3)

@@ -136,6 +136,22 @@ async def test_no_reading_for_stale_after_s_is_failsafe_too_and_the_way_back_is_
         assert after[-1] < 100.0 and valve < 100.0
 
 
+async def test_the_way_back_from_a_long_failsafe_is_a_ramp_from_the_first_step() -> None:
+    # The slew limit allows 5 %/s over the time since the controller's last
+    # update: had it not been updated through the failsafe, the first step back
+    # would be 5 %/s times the whole failsafe (here 25 %).
+    async with _rig(SUPPLY) as rig:
+        await _feed(rig, 20.0, supply_temp_c=30.0, facility_valve_position_pct=40.0)
+        await asyncio.sleep(5.0)
+        assert rig.written("cdu1", "facility_valve_pct")[-1] == 100.0
+        await _feed(rig, 10.0, supply_temp_c=29.0)
+        assert rig.mode("supply-temp") == "auto"
+        writes = rig.written("cdu1", "facility_valve_pct")
+        after = writes[writes.index(100.0) :]
+        steps = [a - b for a, b in itertools.pairwise(after)]
+        assert steps and max(steps) <= 5.0 + 1e-6, after
+
+
 async def test_an_override_is_tracked_and_the_loop_resumes_without_a_bump() -> None:
     async with _rig(SUPPLY) as rig:
         await _feed(rig, 10.0, supply_temp_c=30.2, facility_valve_position_pct=50.0)

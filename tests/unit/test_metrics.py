@@ -21,6 +21,7 @@ from megapodd.metrics.collector import PodCollector, Sources, TickHistogram
 from megapodd.metrics.http import MetricsServer, render
 from megapodd.metrics.names import all_point_families
 from megapodd.mqtt.stats import PublishStats
+from megapodd.power.metrics import FAMILIES as POWER_FAMILIES
 from megapodd.store import DeviceState, PointStore
 from tests.helpers import free_tcp_port, wait_until
 
@@ -375,6 +376,7 @@ def test_docs_metrics_md_lists_every_family_and_no_other() -> None:
     families = [*collector.collect(), *ProcessCollector(registry=None).collect()]
     emitted = {f.name + ("_total" if f.type == "counter" else "") for f in families}
     emitted |= {f.name for f in all_point_families()}
+    emitted |= set(POWER_FAMILIES)  # Sources.extra with [power] (tests/unit/test_power_metrics.py)
     assert documented == emitted
 
 

@@ -3,6 +3,7 @@ lines and an unwritable journal."""
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 
 from megapodd.mqtt.deadband import changed_beyond_deadband
 from megapodd.mqtt.outbox import EventOutbox
+from tests.helpers import wait_until
 
 
 def _drain(outbox: EventOutbox) -> list[int]:
@@ -52,6 +54,8 @@ def test_without_persist_a_crash_resends_at_most_a_few(tmp_path: Path) -> None:
     for _ in range(130):
         outbox.peek()
         outbox.pop()
+    if (due := outbox.take_offset_due()) is not None:
+        outbox.write_offset(*due)  # what the journal's task does, in a thread
     # No persist, no close: as after SIGKILL.
     reborn = EventOutbox(journal)
     resent = _drain(reborn)
@@ -121,3 +125,43 @@ def test_a_value_json_cannot_carry_never_blocks_the_journal(tmp_path: Path) -> N
     outbox.write_journal()
     assert outbox.peek() == {"seq": 0, "data": {"x": None}}
     assert _drain(outbox) == [0, 1]
+
+
+async def test_the_journal_task_writes_the_offset_off_the_event_loop(tmp_path: Path) -> None:
+    journal = tmp_path / "outbox.jsonl"
+    outbox = EventOutbox(journal)
+    task = asyncio.create_task(outbox.run_journal())
+    try:
+        for seq in range(80):
+            outbox.put({"seq": seq})
+        await wait_until(lambda: outbox.peek() is not None, timeout_s=5)
+        for _ in range(60):
+            outbox.pop()  # never touches the disk itself
+        offset = journal.with_name(journal.name + ".offset")
+        await wait_until(offset.exists, timeout_s=5)
+        assert EventOutbox(journal).peek() == {"seq": 50}  # committed at the 50th ack
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        outbox.close()
+
+
+def test_an_offset_for_a_journal_that_was_reset_is_dropped(tmp_path: Path) -> None:
+    journal = tmp_path / "outbox.jsonl"
+    outbox = EventOutbox(journal)
+    for seq in range(60):
+        outbox.put({"seq": seq})
+    outbox.write_journal()
+    for _ in range(50):
+        outbox.peek()
+        outbox.pop()
+    due = outbox.take_offset_due()
+    assert due is not None
+    for _ in range(10):  # everything delivered: a new, empty journal
+        outbox.peek()
+        outbox.pop()
+    outbox.put({"seq": 60})
+    outbox.write_journal()
+    outbox.write_offset(*due)  # a late write for the old journal, from its thread
+    assert not journal.with_name(journal.name + ".offset").exists()
+    assert _drain(EventOutbox(journal)) == [60]

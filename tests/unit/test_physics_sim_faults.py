@@ -38,12 +38,15 @@ def parse(*words: str) -> f.Fault:
         (("silent", "pdu-r2a"), f.Silent("pdu-r2a", f.DeviceKind.PDU)),
         (("silent", "cdu1"), f.Silent("cdu1", f.DeviceKind.CDU)),
         (("garbage", "r1s01", "0.3"), f.Garbage(ServerId(1, 1), 0.3)),
+        (("reading-corrupt", "r1s01", "0.2"), f.ReadingCorrupt(ServerId(1, 1), 0.2)),
         (("breaker-trip", "pdu-r1a", "3"), f.BreakerTrip("pdu-r1a", 3)),
         (("facility-hot", "32"), f.FacilityHot(32.0)),
         (("workload", "all", "90"), f.Workload(None, 90.0)),
         (("workload", "r2", "0"), f.Workload(2, 0.0)),
         (("fan-fail", "r1s02", "3"), f.FanFail(ServerId(1, 2), 3)),
         (("fan-fail", "r2s04", "04"), f.FanFail(ServerId(2, 4), 4)),
+        (("local-mode",), f.LocalMode()),
+        (("heartbeat-lost",), f.HeartbeatLost()),
     ],
 )
 def test_good_faults_parse_and_describe_back(words: tuple[str, ...], fault: f.Fault) -> None:
@@ -72,6 +75,7 @@ def test_good_faults_parse_and_describe_back(words: tuple[str, ...], fault: f.Fa
         (("garbage", "pdu-r1a", "0.5"), "garbage needs a BMC"),
         (("garbage", "r1s01", "1.5"), "0 < rate <= 1"),
         (("garbage", "r1s01", "0"), "0 < rate <= 1"),
+        (("reading-corrupt", "pdu-r1a", "0.2"), "reading-corrupt needs a BMC"),
         (("breaker-trip", "pdu-r1a", "4"), "phase must be 1-3, got 4"),
         (("breaker-trip", "cdu1", "1"), "breaker-trip needs a PDU"),
         (("facility-hot", "150"), "must be 1-70 C"),
@@ -84,6 +88,8 @@ def test_good_faults_parse_and_describe_back(words: tuple[str, ...], fault: f.Fa
         (("fan-fail", "r1s02", "top"), "fan must be an integer 1-4"),
         (("fan-fail", "pdu-r1a", "1"), "fan-fail needs a server's BMC, 'pdu-r1a' is not one"),
         (("fan-fail", "r3s01", "1"), "unknown device 'r3s01'"),
+        (("local-mode", "cdu1"), "local-mode takes 0 argument"),
+        (("heartbeat-lost", "now"), "heartbeat-lost takes 0 argument"),
     ],
 )
 def test_bad_faults_say_what_is_wrong(words: tuple[str, ...], message: str) -> None:

@@ -153,6 +153,16 @@ _REQUESTS: dict[str, list[dict[str, Any]]] = {
         {"device": "cdu1", "output": "x" * 65, "value": 1, "duration_s": 60},
         {"device": "cdu1", "output": "pump_speed_pct", "value": [1], "duration_s": 60},
     ],
+    "power_budget": [
+        {"watts": 50_000},
+        {"watts": 50_000.5},
+        {"watts": 0},
+        {"watts": -5},
+        {"watts": "5000"},
+        {"watts": True},
+        {},
+        {"watts": 1, "x": 1},
+    ],
     "release": [
         {"device": "cdu1", "output": "pump_speed_pct"},
         {"device": "cdu1"},

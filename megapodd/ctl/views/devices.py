@@ -65,8 +65,20 @@ def device_points_table(device: Mapping[str, Any]) -> Table:
     grid = table(f"{device['id']} ({device['kind']}) — {device['state']}", *_POINT_COLUMNS)
     now = time.time()
     for name, point in device["points"].items():
-        grid.add_row(name, point_value(point, False), point["quality"], age(point.get("ts"), now))
+        value, ts = point_value(point, False), age(point.get("ts"), now)
+        grid.add_row(name, value, quality_text(point), ts)
     return grid
+
+
+def quality_text(point: Mapping[str, Any]) -> str:
+    """The point's quality with what the daemon knows of why: the bound a bad
+    reading broke, or a good value that newer reads did not confirm."""
+    quality = str(point["quality"])
+    if point.get("reason"):
+        return f"{quality}: {point['reason']}"
+    if point.get("unconfirmed"):
+        return f"{quality} (newer read unconfirmed)"
+    return quality
 
 
 def link_line(device: Mapping[str, Any]) -> str:
@@ -101,6 +113,8 @@ _LINK_ERRORS = frozenset(
         "stale_replies",
         "completion_errors",
         "failures",
+        "implausible",
+        "unconfirmed",
     }
 )
 _POINT_COLUMNS = ("point", "value", "quality", "age")
@@ -114,7 +128,7 @@ def points_table(points: Sequence[Mapping[str, Any]], title: str) -> Table:
             point["device"],
             point["point"],
             point_value(point, False),
-            point["quality"],
+            quality_text(point),
             age(point.get("ts"), now),
         )
     return grid

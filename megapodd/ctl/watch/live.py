@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from rich.console import Console
 from rich.live import Live
 
-from megapodd.api.client import DaemonUnreachable
+from megapodd.api.client import ApiClientError, DaemonUnreachable
 from megapodd.ctl.daemon import ask
 from megapodd.ctl.errors import EXIT_OK
 from megapodd.ctl.reads import print_json
@@ -35,13 +35,19 @@ T = TypeVar("T")
 
 
 async def fetch(args: argparse.Namespace, layout: list[Any]) -> Frame:
-    """One frame: four reads, one after the other (a watch must not take the
+    """One frame: five reads, one after the other (a watch must not take the
     connections another technician's megapodctl needs)."""
     status = await ask(args, "status")
     interlocks = await ask(args, "interlocks")
     loops = await ask(args, "loops")
     events = await ask(args, "events", {"count": EVENTS_PER_FRAME})
-    return build_frame(status, layout, interlocks, loops, events, time.time())
+    try:
+        power = await ask(args, "power")
+    except DaemonUnreachable:
+        raise
+    except ApiClientError:
+        power = None  # refused: this pod has no [power]
+    return build_frame(status, layout, interlocks, loops, events, time.time(), power)
 
 
 async def _unless_stopped(work: Awaitable[T], stop: asyncio.Event) -> T | None:

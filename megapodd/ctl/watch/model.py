@@ -80,9 +80,9 @@ class LoopView:
 @dataclass(frozen=True, slots=True)
 class PowerView:
     measured_w: float | None  # the sum of every PDU's power_w
-    # The pod's power budget once megapodd has one (the power issue): None
-    # until then, shown as a slot left open.
+    # The pod's power budget ([power]; None: no budget, or a daemon without one).
     budget_w: float | None = None
+    capped: int = 0  # servers whose power is capped (by the budget or a higher owner)
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,9 +278,11 @@ def build_frame(
     loops: Json,
     events: Sequence[Json],
     at_ts: float,
+    power: Json | None = None,
 ) -> Frame:
     """One frame from the answers to status, devices (the layout: racks and
-    cabling, asked once), interlocks, loops and events."""
+    cabling, asked once), interlocks, loops, events and power (None: the pod
+    has no power budget)."""
     pod, devices = status["pod"], status["devices"]
     by_id = {d["id"]: d for d in devices}
     pdus = [d for d in devices if d["kind"] == "pdu"]
@@ -297,6 +299,10 @@ def build_frame(
         racks=rack_views(by_id, layout),
         cdus=tuple(cdu_view(d) for d in devices if d["kind"] == "cdu"),
         loops=loop_views(loops),
-        power=PowerView(_sum([_number(p["points"], "power_w") for p in pdus])),
+        power=PowerView(
+            _sum([_number(p["points"], "power_w") for p in pdus]),
+            power["budget_w"] if power is not None else None,
+            len(power["caps"]) if power is not None else 0,
+        ),
         events=tuple(events),
     )

@@ -110,6 +110,8 @@ def power(frame: Frame) -> Text:
     line += "—" if budget is None else _kw(budget)
     if budget is not None and frame.power.measured_w is not None:
         line += f" ({frame.power.measured_w / budget:.0%})"
+    if frame.power.capped:
+        line += f" · [yellow]{frame.power.capped} server(s) capped[/yellow]"
     return Text.from_markup(line)
 
 

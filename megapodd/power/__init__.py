@@ -1,0 +1,1 @@
+"""The pod power budget and breaker protection (docs/power.md)."""
