@@ -91,6 +91,21 @@ async def _interlock_state(pod: Pod, rule: str) -> str:
     return str(states[rule]["state"])
 
 
+async def _reset(pod: Pod, rule: str) -> None:
+    """Reset the latched rule; the engine refuses while no current good reading
+    shows the cause gone (a stalled CDU poll), so try again for a while."""
+    deadline = time.monotonic() + 15.0
+    while True:
+        try:
+            await pod.api("reset", interlock=rule)
+        except ApiClientError as exc:
+            if "no current good reading" not in str(exc) or time.monotonic() > deadline:
+                raise
+        else:
+            return
+        await asyncio.sleep(0.5)
+
+
 async def _trial(pod: Pod, rack: int) -> Trial:
     rule = f"leak-tray-r{rack}"
     at_s = await pod.inject_at("leak", f"r{rack}")
@@ -121,18 +136,7 @@ async def _trial(pod: Pod, rack: int) -> Trial:
         return await _interlock_state(pod, rule) == "latched"
 
     await wait_for(latched, 15, f"{rule} latched", every_s=0.5)  # a full snapshot each
-
-    async def reset() -> bool:
-        try:
-            await pod.api("reset", interlock=rule)
-        except ApiClientError as exc:
-            # On a loaded host the CDU's reading may be a poll late: ask again.
-            if "cause is gone" not in str(exc):
-                raise
-            return False
-        return True
-
-    await wait_for(reset, 15, f"{rule} reset", every_s=0.5)
+    await _reset(pod, rule)
     await pod.api("rack", rack=rack, action="open")
     for pdu in _pdus(rack):
         for outlet in range(1, OUTLETS + 1):
