@@ -395,13 +395,15 @@ class InterlockEngine:
         # Runs on every tick for every watched point: no allocation unless something is stale.
         if len(read) < len(spec.devices) and now - started >= spec.stale_after_s:
             stale += [f"{d}.{spec.pattern} (never read)" for d in spec.devices if d not in read]
-        get = self._store.get
-        for device, name in instance.tracks:
-            point = get(device, name)
-            if point is None or point.quality is Quality.GOOD:
-                continue
-            if now - max(point.mono_s, started) >= spec.stale_after_s:
-                stale.append(f"{device}.{name}")
+        device = self._store.device
+        if any(device(d).not_good for d in read):  # else every watched point is good
+            get = self._store.get
+            for d, name in instance.tracks:
+                point = get(d, name)
+                if point is None or point.quality is Quality.GOOD:
+                    continue
+                if now - max(point.mono_s, started) >= spec.stale_after_s:
+                    stale.append(f"{d}.{name}")
         instance.stale = len(stale)
         if rule.trip_when == "stale":
             if stale and instance.state is not RuleState.TRIPPED:
