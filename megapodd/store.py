@@ -60,6 +60,9 @@ class DeviceRecord:
     state: DeviceState = DeviceState.OFFLINE
     reason: str = "not yet polled"
     points: dict[str, StoredPoint] = field(default_factory=dict)
+    # How many of `points` are not GOOD, kept by the store as it writes them:
+    # the interlocks' per-tick stale check skips a device with none.
+    not_good: int = 0
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -150,6 +153,9 @@ class PointStore:
             reason = reasons.get(name) if reasons else None
             new = StoredPoint(reading.value, reading.unit, reading.quality, ts, last_good, reason)
             record.points[name] = new
+            record.not_good += (new.quality is not Quality.GOOD) - (
+                old is not None and old.quality is not Quality.GOOD
+            )
             if (
                 old is None
                 or old.value != new.value
@@ -177,6 +183,7 @@ class PointStore:
                 continue
             if now_mono_s - point.mono_s >= stale_after_s:
                 record.points[name] = replace(point, quality=Quality.STALE)
+                record.not_good += 1
                 changed.add(name)
         if changed:
             self._notify(device_id, frozenset(changed))

@@ -163,7 +163,9 @@ class LoopEngine:
             if not watchers:
                 continue
             point = record.points.get(name)
-            reading = self._readings.setdefault(key, _Reading())
+            reading = self._readings.get(key)
+            if reading is None:
+                reading = self._readings[key] = _Reading()
             value = number(point.value) if point is not None else None
             if point is None or point.quality is not Quality.GOOD or value is None:
                 reading.bad = True

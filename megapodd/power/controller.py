@@ -60,6 +60,10 @@ class _Phase:
     breaker_a: float
     limit_a: float
     stale_after_s: float
+    # The phase's point names, worked out once: the phases are read on every tick.
+    current: str
+    power: str
+    voltage: str
 
 
 class PowerController:
@@ -87,6 +91,9 @@ class PowerController:
                 pdu.breaker_a,
                 pdu.breaker_a * power.phase_limit_pct / 100.0,
                 STALE_POLLS * pdu.fast_poll_s,
+                f"phase{p}_current_a",
+                f"phase{p}_power_w",
+                f"phase{p}_voltage_v",
             )
             for pdu in config.pdu
             for p in (1, 2, 3)
@@ -174,14 +181,12 @@ class PowerController:
     def _read_phases(self, now: float) -> dict[PhaseKey, PhaseReading]:
         result: dict[PhaseKey, PhaseReading] = {}
         for phase in self._phases:
-            pdu, p = phase.key
-            record = self._store.device(pdu)
-            points = record.points
+            points = self._store.device(phase.key[0]).points
             after = phase.stale_after_s
             result[phase.key] = PhaseReading(
-                self._fresh(points.get(f"phase{p}_current_a"), now, after),
-                self._fresh(points.get(f"phase{p}_power_w"), now, after),
-                self._fresh(points.get(f"phase{p}_voltage_v"), now, math.inf),
+                self._fresh(points.get(phase.current), now, after),
+                self._fresh(points.get(phase.power), now, after),
+                self._fresh(points.get(phase.voltage), now, math.inf),
             )
         return result
 

@@ -68,6 +68,7 @@ class _Instance:
     last_trip_ts: float | None = None
     reason: str = ""
     tracks: dict[tuple[str, str], _Track] = field(default_factory=dict)
+    read_devices: set[str] = field(default_factory=set)  # the devices of `tracks`
     pending_since_s: float | None = None  # the condition holds; for_s not yet passed
     tripped_mono_s: float | None = None  # when the stages' clock started
     claims: dict[str, OutputValue] = field(default_factory=dict)
@@ -228,7 +229,10 @@ class InterlockEngine:
     def _read(
         self, instance: _Instance, device: str, name: str, point: StoredPoint | None
     ) -> None:
-        track = instance.tracks.setdefault((device, name), _Track())
+        track = instance.tracks.get((device, name))
+        if track is None:
+            track = instance.tracks[(device, name)] = _Track()
+            instance.read_devices.add(device)
         rule = instance.spec.rule
         if point is None or point.quality is not Quality.GOOD:
             track.tripping = track.clear = 0  # agreeing reads must be consecutive good ones
@@ -387,15 +391,19 @@ class InterlockEngine:
         rule = spec.rule
         started = self._started_s if self._started_s is not None else now
         stale: list[str] = []
-        read = {device for device, _ in instance.tracks}
-        if now - started >= spec.stale_after_s:
+        read = instance.read_devices
+        # Runs on every tick for every watched point: no allocation unless something is stale.
+        if len(read) < len(spec.devices) and now - started >= spec.stale_after_s:
             stale += [f"{d}.{spec.pattern} (never read)" for d in spec.devices if d not in read]
-        for device, name in instance.tracks:
-            point = self._store.get(device, name)
-            if point is None or point.quality is Quality.GOOD:
-                continue
-            if now - max(point.mono_s, started) >= spec.stale_after_s:
-                stale.append(f"{device}.{name}")
+        device = self._store.device
+        if any(device(d).not_good for d in read):  # else every watched point is good
+            get = self._store.get
+            for d, name in instance.tracks:
+                point = get(d, name)
+                if point is None or point.quality is Quality.GOOD:
+                    continue
+                if now - max(point.mono_s, started) >= spec.stale_after_s:
+                    stale.append(f"{d}.{name}")
         instance.stale = len(stale)
         if rule.trip_when == "stale":
             if stale and instance.state is not RuleState.TRIPPED:

@@ -71,15 +71,20 @@ class Rig:
 
 @contextlib.asynccontextmanager
 async def _setup(
-    state_path: Path, rules: list[InterlockConfig] | None = None
+    state_path: Path, rules: list[InterlockConfig] | None = None, second_bmc: bool = False
 ) -> AsyncIterator[Rig]:
+    bmcs = [BmcConfig(id="r1s01", port="/dev/ttyUSB0", rack=1)]
+    devices = dict(DEVICES)
+    if second_bmc:
+        bmcs.append(BmcConfig(id="r1s02", port="/dev/ttyUSB1", rack=1))
+        devices["r1s02"] = DeviceKind.BMC
     config = Config(
         pod=PodConfig(id="pod"),
         cdu=[CduConfig(id="cdu1", url="modbus+tcp://127.0.0.1:502")],
-        bmc=[BmcConfig(id="r1s01", port="/dev/ttyUSB0", rack=1)],
+        bmc=bmcs,
         interlock=rules if rules is not None else _rules(),
     )
-    async with fake_pod(DEVICES, racks=config.racks()) as pod:
+    async with fake_pod(devices, racks=config.racks()) as pod:
         clock = lambda: asyncio.get_running_loop().time()  # noqa: E731
         engine = InterlockEngine(
             compile_rules(config), pod.store, pod.arbiter, pod.events, state_path, clock
@@ -171,6 +176,30 @@ async def test_no_good_reading_trips_the_rule(tmp_path: Path) -> None:
         # GPU never read at all: trips 5 s after start, not at once.
         assert engine.snapshot()["gpu-hot"]["state"] == "tripped"  # type: ignore[index]
         assert any(e.type == "interlock_tripped" for e in events.recent)
+
+
+async def test_a_device_never_read_is_stale_while_the_others_answer(tmp_path: Path) -> None:
+    rule = InterlockConfig(
+        id="rack-hot",
+        devices="bmc:rack=1",
+        point="gpu1_temp_c",
+        aggregate="any",
+        trip_when="above",
+        limit=87.0,
+        stale_after_s=5.0,
+        actions=[InterlockAction(output=FANS, value=100.0)],
+    )
+    async with _setup(tmp_path / "interlocks.json", [rule], second_bmc=True) as rig:
+        rig.engine.restore()
+        rig.engine.check_inputs()
+        for _ in range(6):  # r1s01 answers every second, r1s02 never
+            _read(rig.store, "r1s01", "gpu1_temp_c", 60.0)
+            await asyncio.sleep(1.0)
+            rig.engine.check_inputs()
+        state = rig.engine.snapshot()["rack-hot"]
+        assert state["state"] == "tripped"  # type: ignore[index]
+        assert "r1s02.gpu1_temp_c (never read)" in state["reason"]  # type: ignore[index]
+        assert "r1s01" not in state["reason"]  # type: ignore[index]
 
 
 async def test_latched_state_is_restored_and_claimed_before_any_write(tmp_path: Path) -> None:

@@ -43,3 +43,28 @@ def test_matching_names_follow_the_points_a_device_gains() -> None:
     store.update("r1s01", {"gpu2_temp_c": Point(62.0, "C")}, 3, 3)
     assert store.matching("r1s01", "gpu*_temp_c") == ["gpu1_temp_c", "gpu2_temp_c"]
     assert store.matching("r1s01", "fan?_rpm") == ["fan1_rpm"]
+
+
+def test_the_count_of_points_not_good_follows_every_write() -> None:
+    store = PointStore()
+    store.add_device("pdu1", "pdu")
+    record = store.device("pdu1")
+
+    def counted() -> int:
+        assert record.not_good == sum(p.quality is not Quality.GOOD for p in record.points.values())
+        return record.not_good
+
+    store.update("pdu1", {"a": Point(1.0, "A"), "b": Point(None, "A", Quality.BAD)}, 0.0, 0.0)
+    assert counted() == 1
+    store.update("pdu1", {"b": Point(float("nan"), "A")}, 1.0, 1.0)  # NaN: still bad
+    assert counted() == 1
+    store.update("pdu1", {"b": Point(2.0, "A")}, 2.0, 2.0)
+    assert counted() == 0
+    store.update("pdu1", {"a": Point(9.0, "A", unconfirmed=True)}, 3.0, 3.0)  # keeps its quality
+    assert counted() == 0
+    assert store.mark_stale("pdu1", ["a", "b"], 10.0, 5.0) == 2
+    assert counted() == 2
+    store.mark_stale("pdu1", ["a", "b"], 20.0, 5.0)  # already stale: not counted twice
+    assert counted() == 2
+    store.update("pdu1", {"a": Point(1.0, "A"), "b": Point(None, "A", Quality.BAD)}, 21.0, 21.0)
+    assert counted() == 1
