@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import socket
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from megapodd.api.client import ApiClientError, call
+from tests.helpers import stop_processes
 
 BIN = Path(sys.executable).parent
 LOOPS_HEADER = "# -- Control loops (docs/control.md) --"
@@ -77,17 +77,6 @@ async def _spawn(*argv: str, log: Path, out: Path | None = None) -> asyncio.subp
     """Start a process, stderr (and stdout unless `out`) appended to `log`."""
     with log.open("ab") as err, (out or log).open("ab") as stdout:
         return await asyncio.create_subprocess_exec(*argv, stdout=stdout, stderr=err)
-
-
-async def _stop(proc: asyncio.subprocess.Process, timeout_s: float = 15.0) -> None:
-    if proc.returncode is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        async with asyncio.timeout(timeout_s):
-            await proc.wait()
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
 
 
 @dataclass
@@ -163,7 +152,7 @@ class Pod:
             await wait_for(self.all_online, 180, f"every device online ({name})", every_s=1.0)
             yield proc
         finally:
-            await _stop(proc)
+            await stop_processes(proc, timeout_s=15)
 
 
 @contextlib.asynccontextmanager
@@ -206,5 +195,4 @@ async def simulated_pod(
         await wait_for(announced, 120, "the simulator")
         yield Pod(work, work / "sim", config, ready, sim, devices, mqtt_port)
     finally:
-        for proc in reversed(procs):
-            await _stop(proc)
+        await stop_processes(*procs, timeout_s=15)
