@@ -7,9 +7,10 @@ import argparse
 import asyncio
 import json
 import sys
+from collections.abc import Callable
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 
 from megapodd.api.client import ApiClientError
 from megapodd.ctl.daemon import ask, socket_path
@@ -139,38 +140,33 @@ async def _follow(
 
 
 async def interlocks(args: argparse.Namespace, console: Console) -> int:
-    answer: Any = await ask(args, "interlocks")
-    if args.json:
-        print_json(answer)
-    else:
-        console.print(interlocks_table(literal(answer), args.all))
-    return 0
+    return await _show(args, console, "interlocks", lambda a: interlocks_table(a, args.all))
 
 
 async def loops(args: argparse.Namespace, console: Console) -> int:
-    answer: Any = await ask(args, "loops")
-    if args.json:
-        print_json(answer)
-    else:
-        console.print(loops_table(literal(answer)))
-    return 0
+    return await _show(args, console, "loops", loops_table)
 
 
 async def outputs(args: argparse.Namespace, console: Console) -> int:
-    answer: Any = await ask(args, "outputs")
-    if args.json:
-        print_json(answer)
-    else:
-        console.print(outputs_table(literal(answer), args.all))
-    return 0
+    return await _show(args, console, "outputs", lambda a: outputs_table(a, args.all))
 
 
 async def power(args: argparse.Namespace, console: Console) -> int:
-    answer: Any = await ask(args, "power")
+    return await _show(args, console, "power", power_view)
+
+
+async def _show(
+    args: argparse.Namespace,
+    console: Console,
+    command: str,
+    view: Callable[[Any], RenderableType],
+) -> int:
+    """One read: megapodd's answer as JSON with --json, else through its view."""
+    answer: Any = await ask(args, command)
     if args.json:
         print_json(answer)
     else:
-        console.print(power_view(literal(answer)))
+        console.print(view(literal(answer)))
     return 0
 
 
