@@ -33,6 +33,7 @@ from typing import Any
 
 from bench.daemon_plant import StepResult, measure
 from bench.pod_process import Pod, simulated_pod, without_feed_forward
+from bench.results_file import write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 DEVICES = 11  # small pod: 1 CDU, 2 PDUs, 8 BMCs
@@ -252,7 +253,7 @@ def main() -> None:
         plot(runs, PLOT)
     text = report(runs, args.hold, args.plot)
     if not args.no_write:
-        (ROOT / "bench" / "results" / "control.md").write_text(text)
+        write_results(ROOT / "bench" / "results" / "control.md", text)
     print(text)
 
 

@@ -10,7 +10,7 @@ should hold at least one snapshot (`snapshot_s`, 30 s); /metrics is scraped
 tight one (1024 B/s) and none (`device_budget_bytes_per_s = 0`), to show what
 the budget coalesces.
 
-Usage: .venv/bin/python bench/bench_fleet.py [--seconds 60] [--scrapes 10]
+Usage: .venv/bin/python -m bench.bench_fleet [--seconds 60] [--scrapes 10]
 Writes the report to bench/results/fleet.md and prints it.
 """
 
@@ -34,6 +34,7 @@ from typing import Any
 
 import aiomqtt
 
+from bench.results_file import write_results
 from megapodd.api.client import ApiClientError, call
 from tests.helpers import stop_processes
 
@@ -235,7 +236,7 @@ def report(runs: list[Run], seconds: float, scrapes: int) -> str:
     parts = [
         "# Fleet interface benchmark: MQTT and /metrics of the full pod",
         "",
-        f"Command: `.venv/bin/python bench/bench_fleet.py --seconds {seconds:g} "
+        f"Command: `.venv/bin/python -m bench.bench_fleet --seconds {seconds:g} "
         f"--scrapes {scrapes}`",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python "
         f"{platform.python_version()}; 1-minute load average {load:.2f} at the end "
@@ -285,7 +286,7 @@ def main() -> None:
     args = parser.parse_args()
     text = asyncio.run(run(args.seconds, args.scrapes))
     (ROOT / "bench" / "results").mkdir(parents=True, exist_ok=True)
-    (ROOT / "bench" / "results" / "fleet.md").write_text(text)
+    write_results(ROOT / "bench" / "results" / "fleet.md", text)
     print(text)
 
 

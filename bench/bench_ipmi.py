@@ -5,7 +5,7 @@ runs 144 `BmcDriver`s and reads the `sensors` group of every BMC every period.
 Reports CPU (% of one core) and RSS of the polling process, CPU per exchange,
 and bytes per poll per line against the 115200-baud line budget.
 
-    .venv/bin/python bench/bench_ipmi.py [--seconds 60] [--out bench/results/ipmi.md]
+    .venv/bin/python -m bench.bench_ipmi [--seconds 60] [--out bench/results/ipmi.md]
 """
 
 from __future__ import annotations
@@ -179,7 +179,7 @@ def report(r: dict[str, float], seconds: float) -> str:
     ]
     return f"""# IPMI Terminal Mode polling benchmark
 
-Command: `.venv/bin/python bench/bench_ipmi.py --seconds {seconds:g}`
+Command: `.venv/bin/python -m bench.bench_ipmi --seconds {seconds:g}`
 Machine: {platform.machine()}, {os.cpu_count()} CPUs,
 Python {platform.python_version()}; 1-minute load average {r["load_before"]:.2f} before
 the run, {r["load_after"]:.2f} after (other engineers' work shares the CPUs).

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.pod_process import Pod, cpu_s, rss_mib, simulated_pod, without_loops
+from bench.results_file import write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 DEVICES = 161
@@ -271,7 +272,7 @@ def main() -> None:
     turns = asyncio.run(measure(args.rounds, args.seconds, args.settle, args.nice, args.paired))
     text = report(turns, args.rounds, args.seconds, args.settle, args.nice, args.paired)
     if not args.no_write:
-        (ROOT / "bench" / "results" / "loops.md").write_text(text)
+        write_results(ROOT / "bench" / "results" / "loops.md", text)
     print(text)
 
 

@@ -7,7 +7,7 @@ temperatures and leak 2 s, fans/power/chassis 5 s) and publishes to MQTT. CPU
 of each process from /proc over --windows windows of --seconds each, medians
 reported. DESIGN.md's budget: the whole full pod under ~12 % of one core.
 
-Usage: .venv/bin/python bench/bench_pod.py [--seconds 20] [--windows 3]
+Usage: .venv/bin/python -m bench.bench_pod [--seconds 20] [--windows 3]
 Writes the report to bench/results/pod.md and prints it.
 """
 
@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.results_file import write_results
 from megapodd.api.client import ApiClientError, call
 from tests.helpers import stop_processes
 
@@ -126,7 +127,7 @@ async def run(seconds: float, windows: int) -> str:
     budget = "meets" if daemon_median <= 12.0 else "MISSES"
     return f"""# Whole-pod benchmark: megapodd on the full simulated pod
 
-Command: `.venv/bin/python bench/bench_pod.py --seconds {seconds:g} --windows {windows}`
+Command: `.venv/bin/python -m bench.bench_pod --seconds {seconds:g} --windows {windows}`
 Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()};
 1-minute load average {load:.2f} at the end (the machine is shared: quote medians).
 Pod: 1 CDU (Modbus TCP), 16 PDUs × 48 outlets (SNMP v2c), 144 BMCs (IPMI
@@ -151,7 +152,7 @@ def main() -> None:
     args = parser.parse_args()
     report = asyncio.run(run(args.seconds, args.windows))
     (ROOT / "bench" / "results").mkdir(parents=True, exist_ok=True)
-    (ROOT / "bench" / "results" / "pod.md").write_text(report)
+    write_results(ROOT / "bench" / "results" / "pod.md", report)
     print(report)
 
 

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.pod_process import Pod, simulated_pod, wait_for
+from bench.results_file import write_results
 from megapodd.api.client import ApiClientError
 from tests.peers import mbpoll_holding, snmpget_outlets
 
@@ -269,7 +270,7 @@ def main() -> None:
     text = report(trials, info, args.gap, args.settle)
     text += f"Run time {time.monotonic() - started:.0f} s.\n"
     if not args.no_write:
-        (ROOT / "bench" / "results" / "safety.md").write_text(text)
+        write_results(ROOT / "bench" / "results" / "safety.md", text)
     print(text)
 
 

@@ -8,7 +8,7 @@ time.process_time() in each process. Our driver is paced at 1 Hz per PDU for
 with one GET per table and once with GETBULK per column, for --pysnmp-rounds
 rounds over all PDUs (it is too slow to pace at 1 Hz).
 
-Usage: .venv/bin/python bench/bench_snmp.py [--seconds 10] [--pysnmp-rounds 2]
+Usage: .venv/bin/python -m bench.bench_snmp [--seconds 10] [--pysnmp-rounds 2]
 Writes the report to bench/results/snmp.md and prints it.
 """
 
@@ -223,7 +223,7 @@ def report(results: list[Result], args: argparse.Namespace) -> str:
     lines = [
         "# SNMP benchmark: rack PDU reads",
         "",
-        f"Command: `.venv/bin/python bench/bench_snmp.py --seconds {args.seconds} "
+        f"Command: `.venv/bin/python -m bench.bench_snmp --seconds {args.seconds} "
         f"--pysnmp-rounds {args.pysnmp_rounds}`  ",
         f"Run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, Python "
         f"{platform.python_version()}, {platform.machine()}, machine shared with other work "

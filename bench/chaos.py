@@ -18,7 +18,7 @@ What is checked:
 - latches: after each restart the leak interlock is latched again;
 - memory: the daemon's RSS (VmRSS) over the first and the last 5 minutes.
 
-Usage: .venv/bin/python bench/chaos.py [--minutes 30] [--kill-every-s 180]
+Usage: .venv/bin/python -m bench.chaos [--minutes 30] [--kill-every-s 180]
        [--fault-every-s 20] [--seed 1] [--out bench/results/chaos.md]
 Writes the report to --out and prints it. The machine is shared: timings
 are noisy.
@@ -49,6 +49,7 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from bench.results_file import write_results
 from megapodd.api.client import ApiClientError, DaemonUnreachable, call
 from sim_devices.control import ControlError, request
 
@@ -400,7 +401,7 @@ def report(chaos: Chaos, argv: list[str], wall_s: float) -> str:
     lines = [
         "# Chaos benchmark: the small pod under random faults",
         "",
-        f"Command: `.venv/bin/python bench/chaos.py {' '.join(argv)}`",
+        f"Command: `.venv/bin/python -m bench.chaos {' '.join(argv)}`",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python "
         f"{platform.python_version()}; shared with other work, so timings are noisy.",
         f"Ran {wall_s / 60:.1f} min: {chaos.kills} daemon SIGKILLs (every "
@@ -463,7 +464,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "chaos.md")
     args = parser.parse_args()
     text = asyncio.run(main_async(args, sys.argv[1:]))
-    args.out.write_text(text)
+    write_results(args.out, text)
     print(text)
 
 

@@ -31,6 +31,7 @@ from typing import Any
 import aiomqtt
 
 from bench.pod_process import Pod, simulated_pod
+from bench.results_file import write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 DEVICES = 11
@@ -189,7 +190,7 @@ def main() -> None:
     soak = asyncio.run(run(args.minutes, args.seed, args.min_gap, args.max_gap))
     text = report(soak, args.minutes, args.seed, args.min_gap, args.max_gap)
     if not args.no_write:
-        (ROOT / "bench" / "results" / "soak.md").write_text(text)
+        write_results(ROOT / "bench" / "results" / "soak.md", text)
     print(text)
 
 

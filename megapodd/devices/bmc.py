@@ -30,7 +30,9 @@ def bmc_poll_groups(poll_s: float, slow_poll_s: float) -> tuple[BmcPollGroup, ..
     )
 
 
-def build_bmc(cfg: BmcConfig, store: PointStore, events: EventBus) -> DeviceSupervisor[BmcDriver]:
+def build_bmc(
+    cfg: BmcConfig, store: PointStore, events: EventBus, phase: float = 0.0
+) -> DeviceSupervisor[BmcDriver]:
     driver = BmcDriver(
         cfg.port,
         baud=cfg.baud,
@@ -43,4 +45,6 @@ def build_bmc(cfg: BmcConfig, store: PointStore, events: EventBus) -> DeviceSupe
     # exchanges) at connect, one exchange per sensor per poll; act: a power
     # limit (set, activate, read back) or fan duty on two zones.
     settings = outer_bounds(cfg.timeout_s, cfg.retries, connect=160, read=24, act=4)
-    return DeviceSupervisor(cfg.id, driver, store, events, settings, plausible=driver.plausible)
+    return DeviceSupervisor(
+        cfg.id, driver, store, events, settings, plausible=driver.plausible, phase=phase
+    )

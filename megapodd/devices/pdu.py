@@ -17,7 +17,12 @@ OUTLET_CONFIRM_S = 10.0
 
 
 def build_pdu(
-    cfg: PduConfig, index: int, store: PointStore, events: EventBus, config_path: Path
+    cfg: PduConfig,
+    index: int,
+    store: PointStore,
+    events: EventBus,
+    config_path: Path,
+    phase: float = 0.0,
 ) -> DeviceSupervisor[SnmpPduDriver]:
     driver = SnmpPduDriver(
         host=cfg.host,
@@ -42,4 +47,6 @@ def build_pdu(
     # act: a SET and its confirmation (read back until the state shows).
     settings = outer_bounds(cfg.timeout_s, cfg.retries, connect=3, read=8, act=2)
     settings = replace(settings, action_timeout_s=settings.action_timeout_s + OUTLET_CONFIRM_S)
-    return DeviceSupervisor(cfg.id, driver, store, events, settings, plausible=driver.plausible)
+    return DeviceSupervisor(
+        cfg.id, driver, store, events, settings, plausible=driver.plausible, phase=phase
+    )

@@ -21,6 +21,7 @@ from megapodd.supervisor import (
     OperationTimeout,
     OpPriority,
     SupervisorSettings,
+    poll_phases,
 )
 
 pytestmark = pytest.mark.looptime
@@ -85,6 +86,66 @@ async def test_polls_at_the_group_period_and_goes_online() -> None:
     assert [round(t - start, 3) for t in driver.reads] == [float(i) for i in range(11)]
     assert store.device("dev").state is DeviceState.ONLINE
     assert [e.type for e in events.recent] == ["device_online"]
+
+
+async def test_a_phase_puts_the_polls_after_the_first_on_the_devices_own_slots() -> None:
+    driver = ScriptedDriver()
+    store, events = PointStore(), EventBus()
+    settings = SupervisorSettings(1.0, 1.5, 1.5)
+    supervisor = DeviceSupervisor("dev", driver, store, events, settings, phase=0.25)
+    start = asyncio.get_running_loop().time()
+    await _run(supervisor, 4.5)
+    # The first poll runs at connect; the rest at 0.25 s past each period's start.
+    assert [round(t - start, 3) for t in driver.reads] == [0.0, 1.25, 2.25, 3.25, 4.25]
+
+
+async def test_a_family_with_spread_phases_never_polls_in_step() -> None:
+    drivers = [ScriptedDriver() for _ in range(8)]
+    store, events = PointStore(), EventBus()
+    supervisors = [
+        DeviceSupervisor(
+            f"dev{i}", d, store, events, SupervisorSettings(1.0, 1.5, 1.5), phase=i / 8
+        )
+        for i, d in enumerate(drivers)
+    ]
+    tasks = [asyncio.create_task(s.run()) for s in supervisors]
+    await asyncio.sleep(5.05)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    # Every device still polls once a period ...
+    for driver in drivers:
+        gaps = [b - a for a, b in itertools.pairwise(driver.reads[1:])]
+        assert gaps and all(abs(gap - 1.0) < 1e-6 for gap in gaps)
+    # ... and after the first polls at connect, never two devices at one time.
+    later = sorted(round(t % 1.0, 3) for d in drivers for t in d.reads[1:])
+    assert sorted(set(later)) == [round(i / 8, 3) for i in range(8)]
+
+
+async def test_a_poll_that_overran_its_period_goes_to_the_nearest_slot() -> None:
+    driver = ScriptedDriver()
+    supervisor, _, _ = _make(driver)
+    slow = True
+    read_group = driver.read_group
+
+    async def slow_once(group: str) -> Mapping[str, Point]:
+        nonlocal slow
+        if slow:  # the first read takes 1.3 periods (a slow line, retries)
+            slow = False
+            await asyncio.sleep(1.3)
+        return await read_group(group)
+
+    driver.read_group = slow_once  # type: ignore[method-assign]
+    start = asyncio.get_running_loop().time()
+    await _run(supervisor, 3.5)
+    # The poll due at 1.0 s is found late at 1.3 s: it runs at once, and the
+    # grid holds after it.
+    assert [round(t - start, 3) for t in driver.reads] == [1.3, 1.3, 2.0, 3.0]
+
+
+def test_a_phase_outside_the_period_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"poll phase 1\.0"):
+        DeviceSupervisor("dev", ScriptedDriver(), PointStore(), EventBus(), phase=1.0)
 
 
 async def test_transport_errors_make_it_stale_then_offline_then_it_reconnects() -> None:
@@ -457,3 +518,13 @@ async def test_point_names_that_change_are_logged_and_the_old_ones_go_stale() ->
     assert changed[0]["added"] == ["supply_t_c"] and changed[0]["gone"] == ["supply_temp_c"]
     assert store.get("dev", "supply_temp_c").quality is Quality.STALE  # type: ignore[union-attr]
     assert store.get("dev", "supply_t_c").quality is Quality.GOOD  # type: ignore[union-attr]
+
+
+def test_poll_phases_put_at_most_so_many_devices_on_one_phase() -> None:
+    phases = poll_phases(144, 18)
+    assert len(phases) == 144
+    assert sorted(set(phases)) == [i / 8 for i in range(8)]
+    assert max(phases.count(p) for p in set(phases)) == 18
+    assert poll_phases(16, 1) == [i / 16 for i in range(16)]
+    assert poll_phases(1, 18) == [0.0]
+    assert poll_phases(0, 18) == []
