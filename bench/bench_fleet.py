@@ -23,49 +23,19 @@ import gzip
 import os
 import platform
 import re
-import socket
 import statistics
-import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import aiomqtt
 
+from bench.pod_process import cpu_s, free_port, simulated_pod
 from bench.results_file import write_results
-from megapodd.api.client import ApiClientError, call
-from tests.helpers import stop_processes
 
 ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
 DEVICES = 161
 POD = "pod-bench"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-async def _spawn(*argv: str, log: Path) -> asyncio.subprocess.Process:
-    with log.open("wb") as out:
-        return await asyncio.create_subprocess_exec(*argv, stdout=out, stderr=out)
-
-
-async def _wait_for(predicate: Any, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not await predicate():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"bench_fleet: timed out waiting for {what}")
-        await asyncio.sleep(0.25)
 
 
 def _kind(topic: str) -> str:
@@ -114,98 +84,50 @@ async def _get(port: int, gzipped: bool) -> tuple[float, bytes]:
 
 
 async def _measure(budget: int | None, seconds: float, scrapes: int) -> Run:
-    work = Path(tempfile.mkdtemp(prefix="bench-fleet-"))
-    mqtt_port, base_port, metrics_port = _free_port(), _free_port(), _free_port()
-    (work / "mosquitto.conf").write_text(
-        f"listener {mqtt_port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-    )
-    procs: list[asyncio.subprocess.Process] = []
-    try:
-        procs.append(
-            await _spawn("mosquitto", "-c", str(work / "mosquitto.conf"), log=work / "mq.log")
-        )
-        config = work / "pod.toml"
-        procs.append(
-            await _spawn(
-                str(BIN / "megapod-sim"),
-                "run",
-                "--profile",
-                "full",
-                "--state-dir",
-                str(work / "sim"),
-                "--base-port",
-                str(base_port),
-                "--write-config",
-                str(config),
-                "--pod-id",
-                POD,
-                "--mqtt-url",
-                f"mqtt://127.0.0.1:{mqtt_port}",
-                "--metrics-listen",
-                f"127.0.0.1:{metrics_port}",
-                log=work / "sim.log",
-            )
-        )
-
-        async def config_written() -> bool:
-            return config.exists()
-
-        await _wait_for(config_written, 60, "the simulator")
+    metrics_port = free_port()
+    extra = ("--pod-id", POD, "--metrics-listen", f"127.0.0.1:{metrics_port}")
+    async with simulated_pod("full", DEVICES, extra, prefix="bench-fleet-") as pod:
+        text = pod.config.read_text()
         if budget is not None:
-            text = config.read_text().replace(
+            text = text.replace(
                 'topic_prefix = "megapod/v1"',
                 f'topic_prefix = "megapod/v1"\ndevice_budget_bytes_per_s = {budget}',
             )
-            config.write_text(text)
-        daemon = await _spawn(str(BIN / "megapodd"), "--config", str(config), log=work / "d.log")
-        procs.append(daemon)
-        sock = work / "sim" / "megapodd.sock"
+        async with pod.daemon(text) as daemon:
+            await asyncio.sleep(5.0)  # past the start-up transients
+            traffic = Traffic()
+            async with aiomqtt.Client("127.0.0.1", pod.mqtt_port) as client:
+                await client.subscribe(f"megapod/v1/{POD}/#", qos=1)
 
-        async def all_online() -> bool:
-            try:
-                status: Any = await call(sock, "status")
-            except ApiClientError:
-                return False
-            states = [d["state"] for d in status["devices"]]
-            return len(states) == DEVICES and all(s == "online" for s in states)
+                async def count() -> None:
+                    async for message in client.messages:
+                        if not message.retain and isinstance(message.payload, bytes):
+                            traffic.add(str(message.topic), message.payload)
 
-        await _wait_for(all_online, 120, "every device online")
-        await asyncio.sleep(5.0)  # past the start-up transients
-        traffic = Traffic()
-        async with aiomqtt.Client("127.0.0.1", mqtt_port) as client:
-            await client.subscribe(f"megapod/v1/{POD}/#", qos=1)
-
-            async def count() -> None:
-                async for message in client.messages:
-                    if not message.retain and isinstance(message.payload, bytes):
-                        traffic.add(str(message.topic), message.payload)
-
-            counting = asyncio.create_task(count())
-            cpu0, t0 = _cpu_s(daemon.pid), time.monotonic()
-            await asyncio.sleep(seconds)
-            cpu1, t1 = _cpu_s(daemon.pid), time.monotonic()
-            counting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await counting
-        plain: list[float] = []
-        zipped: list[float] = []
-        body = zbody = b""
-        for _ in range(scrapes):
-            elapsed, body = await _get(metrics_port, gzipped=False)
-            plain.append(elapsed)
-            elapsed, zbody = await _get(metrics_port, gzipped=True)
-            zipped.append(elapsed)
-            await asyncio.sleep(0.5)
-        text = body.decode()
-        series = sum(1 for line in text.splitlines() if line and not line.startswith("#"))
-        coalesced = sum(
-            float(m.group(1))
-            for m in re.finditer(r"^megapod_mqtt_device_updates_coalesced_total\{.*\} (\S+)$",
-                                 text, re.MULTILINE)
-        )  # fmt: skip
-        assert gzip.decompress(zbody).count(b"\n") > 0
-    finally:
-        await stop_processes(*procs, timeout_s=15)
+                counting = asyncio.create_task(count())
+                cpu0, t0 = cpu_s(daemon.pid), time.monotonic()
+                await asyncio.sleep(seconds)
+                cpu1, t1 = cpu_s(daemon.pid), time.monotonic()
+                counting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await counting
+            plain: list[float] = []
+            zipped: list[float] = []
+            body = zbody = b""
+            for _ in range(scrapes):
+                elapsed, body = await _get(metrics_port, gzipped=False)
+                plain.append(elapsed)
+                elapsed, zbody = await _get(metrics_port, gzipped=True)
+                zipped.append(elapsed)
+                await asyncio.sleep(0.5)
+    text = body.decode()
+    series = sum(1 for line in text.splitlines() if line and not line.startswith("#"))
+    coalesced = sum(
+        float(m.group(1))
+        for m in re.finditer(r"^megapod_mqtt_device_updates_coalesced_total\{.*\} (\S+)$",
+                             text, re.MULTILINE)
+    )  # fmt: skip
+    assert gzip.decompress(zbody).count(b"\n") > 0
     label = "default (4096 B/s per device)" if budget is None else f"{budget} B/s per device"
     if budget == 0:
         label = "off (0)"

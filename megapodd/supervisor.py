@@ -565,19 +565,26 @@ class DeviceSupervisor(Generic[D]):
                     pass
 
     def _next_due_s(self, schedule: _GroupSchedule, now_s: float) -> float:
-        """The poll after this one: a period on, moved to the nearest slot of
-        this device's grid (phase + k periods on the loop's clock).
+        """The poll after this one: the next slot of this device's grid
+        (phase + k periods on the loop's clock) after this poll's due time.
 
         Devices of one family connect together and their lines answer alike;
         without the grid they poll in step for ever, and every exchange comes
         back as one burst of callbacks (144 BMCs: 10-15 ms that the control
         tick waits behind). Spread phases keep each burst a few devices wide.
-        The nearest slot keeps the rate: an interval stays within half a period
-        of the period, and a poll that fell behind runs at once, as before."""
+        No interval is longer than a period (readings' ages, and what counts
+        as stale, stay as they were): after a connect the second poll comes
+        sooner, and a poll that fell behind runs at once, once, then the grid goes on."""
         period_s = schedule.group.period_s
-        target_s = max(schedule.due_s + period_s, now_s)
         offset_s = self.phase * period_s
-        return offset_s + math.floor((target_s - offset_s) / period_s + 0.5) * period_s
+
+        def slot_after(time_s: float) -> float:
+            periods = math.floor((time_s + _DUE_MARGIN_S - offset_s) / period_s)
+            return offset_s + (periods + 1) * period_s
+
+        slot_s = slot_after(schedule.due_s)
+        # Behind (this poll runs late): the one after it comes on the next slot.
+        return slot_s if slot_s > now_s else slot_after(now_s)
 
     async def _poll_group(self, schedule: _GroupSchedule, loop: asyncio.AbstractEventLoop) -> None:
         name = schedule.group.name

@@ -96,7 +96,7 @@ async def test_a_phase_puts_the_polls_after_the_first_on_the_devices_own_slots()
     start = asyncio.get_running_loop().time()
     await _run(supervisor, 4.5)
     # The first poll runs at connect; the rest at 0.25 s past each period's start.
-    assert [round(t - start, 3) for t in driver.reads] == [0.0, 1.25, 2.25, 3.25, 4.25]
+    assert [round(t - start, 3) for t in driver.reads] == [0.0, 0.25, 1.25, 2.25, 3.25, 4.25]
 
 
 async def test_a_family_with_spread_phases_never_polls_in_step() -> None:
@@ -141,6 +141,26 @@ async def test_a_poll_that_overran_its_period_goes_to_the_nearest_slot() -> None
     # The poll due at 1.0 s is found late at 1.3 s: it runs at once, and the
     # grid holds after it.
     assert [round(t - start, 3) for t in driver.reads] == [1.3, 1.3, 2.0, 3.0]
+
+
+async def test_a_poll_periods_behind_runs_once_at_once_not_once_per_missed_period() -> None:
+    driver = ScriptedDriver()
+    slow = True
+    read_group = driver.read_group
+
+    async def slow_once(group: str) -> Mapping[str, Point]:
+        nonlocal slow
+        if slow:  # a read that hangs for 3.4 periods (within its outer timeout)
+            slow = False
+            await asyncio.sleep(3.4)
+        return await read_group(group)
+
+    driver.read_group = slow_once  # type: ignore[method-assign]
+    store, events = PointStore(), EventBus()
+    supervisor = DeviceSupervisor("dev", driver, store, events, SupervisorSettings(1.0, 5.0))
+    start = asyncio.get_running_loop().time()
+    await _run(supervisor, 5.5)
+    assert [round(t - start, 3) for t in driver.reads] == [3.4, 3.4, 4.0, 5.0]
 
 
 def test_a_phase_outside_the_period_is_refused() -> None:
