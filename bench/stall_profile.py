@@ -48,6 +48,8 @@ class Profile:
             t: collections.Counter() for t in THRESHOLDS_MS
         }
         self.slowest: list[tuple[float, float, str]] = []  # (wall ms, cpu ms, label)
+        self.cpu_ms: dict[str, float] = collections.defaultdict(float)  # by label, in all
+        self.count: collections.Counter[str] = collections.Counter()
         self.gc_ms: dict[int, list[float]] = collections.defaultdict(list)
         self.stacks: collections.Counter[str] = collections.Counter()
         self.running_since_s: float | None = None
@@ -66,6 +68,8 @@ class Profile:
             return
         self.callbacks += 1
         wall_ms, cpu_ms = wall_s * 1e3, cpu_s * 1e3
+        self.cpu_ms[label] += cpu_ms
+        self.count[label] += 1
         end_s = time.perf_counter()
         self.recent.append((end_s - wall_s, end_s, label))
         for t in THRESHOLDS_MS:
@@ -111,6 +115,11 @@ class Profile:
 
         return {
             "callbacks": self.callbacks,
+            "measured_s": round(time.monotonic() - self.start_s - self.warmup_s, 1),
+            "cpu_ms_by_label": {
+                k: [self.count[k], round(v, 1)]
+                for k, v in sorted(self.cpu_ms.items(), key=lambda kv: -kv[1])[:40]
+            },
             "over_ms": {str(t): dict(c.most_common(20)) for t, c in self.over.items()},
             "over_cpu_ms": {str(t): dict(c.most_common(20)) for t, c in self.over_cpu.items()},
             "slowest": sorted(self.slowest, reverse=True)[:60],

@@ -191,8 +191,19 @@ class LoopEngine:
 
     def tick(self) -> None:
         now = self._clock()
+        if self._started_s is None:
+            self._started_s = now
         changed = False
         for loop in self._loops.values():
+            # Most loops have nothing to do in most ticks (a fan zone computes
+            # every 2 s): the same test _step begins with, without the call.
+            if (
+                loop.fault is None
+                and now < loop.due_s
+                and now - loop.oldest_good_s <= loop.spec.stale_after_s
+                and loop.mode is not LoopMode.FAILSAFE
+            ):
+                continue
             changed |= self._step(loop, now)
         for zone in self._zones.values():
             self._drive_zone(zone)
