@@ -23,6 +23,7 @@ from megapodd.control.tick import ControlTick, TickDuty
 from megapodd.devices import build_devices, register_outputs
 from megapodd.devices.cdu import request_heartbeat
 from megapodd.events import EventBus, Severity
+from megapodd.gc_pacing import GcPacer
 from megapodd.metrics.collector import TickHistogram
 from megapodd.metrics.service import DaemonMetrics, EventCounts
 from megapodd.mqtt.command_subscription import CommandSubscription
@@ -141,6 +142,8 @@ class Daemon:
             TickDuty(_STALENESS_CHECK_S, self._check_output_feedback, "output feedback"),
             TickDuty(_STALENESS_CHECK_S, self._refresh_staleness, "point staleness", vital=True),
             TickDuty(_STALENESS_CHECK_S, self.interlocks.check_inputs, "safety", vital=True),
+            # Last, so that no duty waits behind it (megapodd/gc_pacing.py).
+            TickDuty(0.0, GcPacer().collect, "garbage collection"),
         ]
         self.tick_times = TickHistogram()
         self.tick = ControlTick(

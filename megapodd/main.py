@@ -12,6 +12,7 @@ from pathlib import Path
 from megapodd.app import Daemon
 from megapodd.config import Config, ConfigError, load_config
 from megapodd.config_check import check_config, print_check
+from megapodd.gc_pacing import pace_from_tick
 from megapodd.logs import configure_logging
 from megapodd.version import package_version
 
@@ -64,6 +65,7 @@ async def _run(config: Config, config_path: Path) -> None:
     # them all took 65-160 ms with the event loop stopped (bench/results/loops.md).
     gc.collect()
     gc.freeze()
+    pace_from_tick()  # routine collections run from the control tick
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, daemon.request_stop)
