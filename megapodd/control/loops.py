@@ -22,7 +22,7 @@ from __future__ import annotations
 import enum
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import structlog
@@ -49,6 +49,9 @@ FEEDBACK_GAP = 0.10
 FEEDBACK_HOLD_S = 30.0
 # How often the retained `loops` topic is refreshed while nothing changes mode.
 PUBLISH_EVERY_S = 10.0
+# A per-device loop family is spread over this many points of its period (a
+# 2 s fan zone: one point per 100 ms tick).
+PHASES = 20
 
 
 class LoopMode(enum.StrEnum):
@@ -92,6 +95,7 @@ class _Loop:
     mode: LoopMode = LoopMode.AUTO
     reason: str = ""
     due_s: float = 0.0
+    phase_s: float = 0.0  # where in its period it computes (_spread_phases)
     oldest_good_s: float = -math.inf  # the stalest member at the last full read
     recover_from: int = 0  # good readings counted when failsafe began
     fault: str | None = None  # a bad reading or a boost seen since the last tick
@@ -132,6 +136,7 @@ class LoopEngine:
         self._clock = clock
         self._wall_clock = wall_clock
         self._loops = {spec.id: _make_loop(spec) for spec in loops}
+        _spread_phases(self._loops.values())
         self._zones = {z.id: _Zone(z, [self._loops[m] for m in z.members]) for z in zones}
         self._readings: dict[tuple[str, str], _Reading] = {}
         self._watchers: dict[tuple[str, str], list[_Loop]] = {}
@@ -193,6 +198,8 @@ class LoopEngine:
         now = self._clock()
         if self._started_s is None:
             self._started_s = now
+            for loop in self._loops.values():
+                loop.due_s = now + loop.phase_s
         changed = False
         for loop in self._loops.values():
             # Most loops have nothing to do in most ticks (a fan zone computes
@@ -604,6 +611,20 @@ def _make_loop(spec: LoopSpec) -> _Loop:
     if config.input_filter_s > 0:
         loop.filter = LowPass(config.input_filter_s)
     return loop
+
+
+def _spread_phases(loops: Iterable[_Loop]) -> None:
+    """The loops of one per-device `[[loop]]` (scope "each": a fan zone per
+    server) compute at PHASES points of their period instead of all in one
+    tick: their work, and the writes to 144 BMCs that follow it, would
+    otherwise come as one burst every period (bench/results/loops.md)."""
+    families: dict[str, list[_Loop]] = {}
+    for loop in loops:
+        if loop.spec.config.scope == "each":
+            families.setdefault(loop.spec.config.id, []).append(loop)
+    for members in families.values():
+        for index, loop in enumerate(members):
+            loop.phase_s = (index % PHASES) / PHASES * loop.spec.config.period_s
 
 
 def _devices(spec: LoopSpec) -> set[str]:

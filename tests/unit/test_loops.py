@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -242,3 +242,51 @@ def test_loops_the_pod_cannot_run_are_config_errors() -> None:
                for p in problems({**SUPPLY, "output": "cdu1.lead_pump"}))  # fmt: skip
     assert any("put them in one [[zone]]" in p for p in problems(SUPPLY, {**SUPPLY, "id": "b"}))
     assert any("outside" in p for p in problems({**SUPPLY, "failsafe": 150.0}))
+
+
+async def test_a_per_server_family_computes_spread_over_its_period() -> None:
+    """40 fan zones of 2 s: two per 100 ms tick, not 40 in one (and 40 BMC
+    writes in one burst); each still once a period."""
+    servers = [f"r1s{n:02d}" for n in range(1, 41)]
+    config = Config.model_validate({
+        "pod": {"id": "pod"},
+        "bmc": [{"id": s, "port": f"/dev/ttyS{n}", "rack": 1} for n, s in enumerate(servers)],
+        "loop": [{
+            "id": "fan-zone", "controller": "curve", "scope": "each", "devices": "bmc",
+            "input": {"point": "outlet_temp_c"}, "curve": [[35, 30], [45, 50], [55, 100]],
+            "hysteresis": 2, "output": "fan_duty_pct", "period_s": 2, "deadband": 1.0,
+        }],
+    })  # fmt: skip
+    specs, zone_specs = compile_loops(config)
+    loop = asyncio.get_running_loop()
+    async with fake_pod(dict.fromkeys(servers, DeviceKind.BMC), racks=(1,)) as pod:
+        engine = LoopEngine(specs, zone_specs, pod.store, pod.arbiter, pod.events, loop.time)
+        pod.store.readings.add("control loops", engine.on_readings)
+        written_s: dict[str, list[float]] = {s: [] for s in servers}
+
+        def recorder(server: str) -> Callable[[int, int], Coroutine[Any, Any, None]]:
+            async def set_fan_duty_pct(zone: int, pct: int) -> None:
+                written_s[server].append(loop.time())
+
+            return set_fan_duty_pct
+
+        for server, driver in pod.drivers.items():
+            driver.set_fan_duty_pct = recorder(server)  # type: ignore[method-assign,assignment]
+        start = loop.time()
+        for tick in range(45):  # 4.5 s of ticks; the temperature changes at 2 s
+            now = loop.time()
+            temp = 50.0 if tick < 20 else 40.0
+            for server in servers:
+                pod.store.update(server, {"outlet_temp_c": Point(temp, "degC")}, now, now)
+            engine.tick()
+            pod.arbiter.tick()
+            await asyncio.sleep(TICK_S)
+        first = sorted(round((w[0] - start) / TICK_S) for w in written_s.values())
+    assert len(first) == 40
+    per_tick = [first.count(t) for t in set(first)]
+    assert max(per_tick) <= 2, first
+    assert max(first) - min(first) >= 18  # over the whole 2 s period
+    for server, writes in written_s.items():  # the step to 40 degC is followed ...
+        assert len(writes) >= 2, (server, writes)
+        gaps = [b - a for a, b in itertools.pairwise(writes)]
+        assert min(gaps) >= 2.0 - 1e-6, (server, writes)  # ... once a period at most
